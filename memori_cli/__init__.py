@@ -1,0 +1,35 @@
+"""memori: long-term memory for LLM applications, entirely on your own machine.
+
+>>> from memori_cli import Memori
+>>> mem = Memori(conn="memori.db")              # doctest: +SKIP
+>>> mem.attribution(entity_id="alice")          # doctest: +SKIP
+>>> mem.recall("where does Alice live?")        # doctest: +SKIP
+"""
+
+from ._version import __version__
+from .attribution import Attribution
+from .errors import (
+    ExtensionError,
+    ImportFormatError,
+    InvalidIdError,
+    MemoriError,
+    PermissionsWarning,
+    StoreError,
+)
+from .importers import ImportReport
+from .memori import Memori
+from .recall import RecallHit
+
+__all__ = [
+    "Attribution",
+    "ExtensionError",
+    "ImportFormatError",
+    "ImportReport",
+    "InvalidIdError",
+    "Memori",
+    "MemoriError",
+    "PermissionsWarning",
+    "RecallHit",
+    "StoreError",
+    "__version__",
+]

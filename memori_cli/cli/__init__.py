@@ -1,0 +1,60 @@
+"""The ``memori`` command line: one module per command group, the library does the work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from .admin import doctor_command, forget_command, sessions_command, stats_command
+from .common import State, out
+from .importing import import_command
+from .recalling import recall_command
+
+app = typer.Typer(
+    name="memori",
+    help="Long-term memory for LLM applications, entirely on your own machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"memori {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            envvar="MEMORI_DB",
+            help="Store file (default: $MEMORI_HOME/memori.db or the platform's data folder).",
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Long-term memory for LLM applications, entirely on your own machine."""
+    ctx.obj = State(db)
+
+
+app.command("import")(import_command)
+app.command("recall")(recall_command)
+app.command("sessions")(sessions_command)
+app.command("stats")(stats_command)
+app.command("forget")(forget_command)
+app.command("doctor")(doctor_command)
+
+
+def main() -> None:
+    """Entry point of the ``memori`` console script."""
+    app()

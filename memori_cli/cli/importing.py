@@ -1,0 +1,85 @@
+"""``memori import``: bring past transcripts into the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+from ..importers import FORMATS
+from .common import err, handle_errors, print_json, show_progress, state
+
+
+@handle_errors
+def import_command(
+    ctx: typer.Context,
+    path: Annotated[
+        Path, typer.Argument(help="Transcript file: JSONL, JSON or a ChatGPT export zip.")
+    ],
+    format: Annotated[
+        str | None,
+        typer.Option("--format", "-f", help=f"Force the format: {', '.join(FORMATS)}."),
+    ] = None,
+    entity: Annotated[
+        str | None, typer.Option(help="Entity (user) for records whose file sets none.")
+    ] = None,
+    process: Annotated[
+        str | None, typer.Option(help="Process (agent) for records whose file sets none.")
+    ] = None,
+    session: Annotated[
+        str | None, typer.Option(help="Session for records whose file sets none.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Import transcripts (native JSONL, {"messages": [...]} JSONL, ChatGPT, Claude, ShareGPT).
+
+    The format is detected unless --format is given. Every valid record is imported; each bad
+    one is reported with its line number, and the exit status is then 1. Importing the same
+    file twice adds nothing. Secrets (API keys, tokens, private keys) are redacted first.
+    """
+    if format is not None and format not in FORMATS:
+        raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
+    mem = state(ctx).memori()
+    if show_progress(json_output):
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"Importing {path.name}", total=None)
+            report = mem.import_file(
+                path,
+                format=format,
+                entity_id=entity,
+                process_id=process,
+                session_id=session,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    else:
+        report = mem.import_file(
+            path, format=format, entity_id=entity, process_id=process, session_id=session
+        )
+    if json_output:
+        print_json(report.to_dict())
+    else:
+        for rejected in report.rejected:
+            err.print(
+                f"{escape(str(path))}:{rejected['line']}: {escape(rejected['error'])}",
+                highlight=False,
+            )
+        if report.rejected_total > len(report.rejected):
+            err.print(f"... and {report.rejected_total - len(report.rejected)} more rejected")
+        err.print(
+            f"Imported {report.imported} messages ({report.format}) into {report.sessions} "
+            f"session(s); {report.duplicates} already present, {report.skipped} without text "
+            f"skipped, {report.rejected_total} rejected.",
+            highlight=False,
+        )
+    if report.rejected_total:
+        raise typer.Exit(1)

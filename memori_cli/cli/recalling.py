@@ -1,0 +1,77 @@
+"""``memori recall``: ask memory a question."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .common import err, handle_errors, out, print_json, state
+
+
+@handle_errors
+def recall_command(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="What to look for; any text is a valid query.")],
+    entity: Annotated[str | None, typer.Option(help="Entity whose memory to search.")] = None,
+    process: Annotated[str | None, typer.Option(help="Only messages seen by this process.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="Most hits.")] = 10,
+    since: Annotated[
+        str | None, typer.Option(help="Only items created at or after this ISO date/time.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Only items created before this ISO date/time.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print hits as JSON.")] = False,
+) -> None:
+    """Recall what memory holds about QUERY for an entity, best match first, with provenance."""
+    mem = state(ctx).memori()
+    hits = mem.recall(
+        query,
+        limit=limit,
+        entity_id=entity,
+        process_id=process,
+        since=_iso(since, "--since"),
+        until=_iso(until, "--until"),
+    )
+    if json_output:
+        print_json([hit.to_dict() for hit in hits])
+        return
+    if not hits:
+        err.print(f"Nothing recalled for entity {escape(entity or mem.current.entity_id)!r}.")
+        return
+    table = Table(show_lines=False, expand=True)
+    table.add_column("score", no_wrap=True, justify="right")
+    table.add_column("when", no_wrap=True)
+    table.add_column("who", no_wrap=True, max_width=12)
+    table.add_column("content", ratio=1, overflow="fold")
+    table.add_column("source", max_width=24, overflow="fold")
+    for hit in hits:
+        table.add_row(
+            f"{hit.score:.2f}",
+            hit.created_at[:10],
+            escape(hit.name or hit.role or hit.kind),
+            escape(_clip(hit.content)),
+            escape(f"{hit.session} / {', '.join(hit.source_ids)}"),
+        )
+    out.print(table)
+
+
+def _clip(text: str, width: int = 400) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _iso(value: str | None, option: str) -> str | None:
+    if value is None:
+        return None
+    from ..importers.formats import RecordError
+    from ..importers.normalize import parse_timestamp
+
+    try:
+        return parse_timestamp(value)
+    except RecordError:
+        raise typer.BadParameter(
+            f"expected an ISO-8601 date or time, got {value!r}", param_hint=option
+        ) from None

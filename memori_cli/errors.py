@@ -1,0 +1,40 @@
+"""The exceptions memori raises.
+
+Every error the library raises on purpose derives from :class:`MemoriError`, so callers can
+catch one type. The tree::
+
+    MemoriError
+    ├── InvalidIdError        an entity, process or session id that fails validation
+    ├── StoreError            the store cannot be opened, migrated or written
+    │   └── ExtensionError    the connection cannot load sqlite-vec
+    └── ImportFormatError     a transcript file whose format is unknown or unreadable as a whole
+
+Problems with single records of an import are not exceptions: they are collected in the
+import report (see :class:`memori_cli.importers.ImportReport`) so every valid record still lands.
+"""
+
+from __future__ import annotations
+
+
+class MemoriError(Exception):
+    """Base class of every error memori raises on purpose."""
+
+
+class InvalidIdError(MemoriError, ValueError):
+    """An entity, process or session id is empty, too long or holds control characters."""
+
+
+class StoreError(MemoriError):
+    """The store cannot be opened, migrated or written."""
+
+
+class ExtensionError(StoreError):
+    """The SQLite connection cannot load the sqlite-vec extension."""
+
+
+class ImportFormatError(MemoriError):
+    """A transcript file cannot be read as any supported format."""
+
+
+class PermissionsWarning(UserWarning):
+    """A store file or folder was readable by others and has been tightened."""

@@ -1,0 +1,200 @@
+"""Transcript import: detect the format, stream records, validate, redact, store in batches.
+
+Formats: ``native`` (memori's JSONL; a line may also hold a whole ``{"messages": [...]}``
+conversation), ``messages`` (one ``{"messages": [...]}`` conversation per line), ``chatgpt``
+(``conversations.json`` or the export zip), ``claude`` (Claude.ai ``conversations.json``) and
+``sharegpt``. JSONL files, JSON arrays and zip archives are all read incrementally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import ImportFormatError
+from ..store import NewMessage, Store
+from ..store.messages import add_messages
+from .formats import CONVERTERS, FORMATS, RecordError, sniff
+from .normalize import Defaults, content_hash, normalize
+from .reader import Item, iter_json_array, iter_jsonl
+
+__all__ = ["FORMATS", "Defaults", "ImportReport", "ProgressCallback", "import_file"]
+
+BATCH_SIZE = 5000
+# Rejections kept in the report; the total is always counted.
+MAX_REPORTED_REJECTIONS = 1000
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclasses.dataclass
+class ImportReport:
+    """What an import did. ``rejected`` lists ``{"line", "error"}`` for each bad record."""
+
+    path: str
+    format: str
+    imported: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    rejected: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    rejected_total: int = 0
+    sessions: int = 0
+
+    def reject(self, line: int, error: str) -> None:
+        """Record a rejected line or record."""
+        self.rejected_total += 1
+        if len(self.rejected) < MAX_REPORTED_REJECTIONS:
+            self.rejected.append({"line": line, "error": error})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-ready data."""
+        return dataclasses.asdict(self)
+
+
+class _Source:
+    """A file or the transcript inside a zip archive, re-openable from the start."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.member: str | None = None
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith((".json", ".jsonl"))]
+            preferred = [n for n in names if Path(n).name == "conversations.json"]
+            if not (preferred or names):
+                raise ImportFormatError(f"{path}: the zip archive holds no .json or .jsonl file")
+            self.member = (preferred or names)[0]
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[tuple[IO[bytes], int]]:
+        if self.member is None:
+            with open(self.path, "rb") as stream:
+                yield stream, self.path.stat().st_size
+        else:
+            with zipfile.ZipFile(self.path) as archive, archive.open(self.member) as stream:
+                yield stream, archive.getinfo(self.member).file_size
+
+    def container(self) -> str:
+        """``array`` for a JSON document (array or single object), else ``jsonl``."""
+        with self.open() as (stream, _):
+            head = stream.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+            if head.startswith(b"["):
+                return "array"
+            if not head.startswith(b"{"):
+                return "jsonl"
+        # '{' opens a JSONL file unless its first line is not a whole JSON value.
+        with self.open() as (stream, _):
+            first = next(iter_jsonl(stream), None)
+        return "jsonl" if first is None or first.error is None else "array"
+
+    def items(self, container: str, stream: IO[bytes]) -> Iterator[Item]:
+        return iter_jsonl(stream) if container == "jsonl" else iter_json_array(stream)
+
+
+def detect_format(path: str | Path) -> str:
+    """The format of the transcript file at ``path``; raises ImportFormatError if unknown."""
+    source = _Source(Path(path))
+    return _detect(source, source.container())
+
+
+def _detect(source: _Source, container: str) -> str:
+    with source.open() as (stream, _):
+        for n, item in enumerate(source.items(container, stream)):
+            if item.error is None:
+                found = sniff(item.value)
+                if found:
+                    return found
+                keys = sorted(item.value)[:8] if isinstance(item.value, dict) else []
+                raise ImportFormatError(
+                    f"{source.path}: line {item.line}: unrecognised record"
+                    + (f" with keys {', '.join(keys)}" if keys else "")
+                    + f"; use --format with one of {', '.join(FORMATS)}"
+                )
+            if n >= 100:
+                break
+    raise ImportFormatError(f"{source.path}: no readable record found to detect the format from")
+
+
+def import_file(
+    store: Store,
+    path: str | Path,
+    *,
+    defaults: Defaults | None = None,
+    format: str | None = None,
+    progress: ProgressCallback | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> ImportReport:
+    """Import the transcript at ``path`` into ``store``.
+
+    Bad records are reported in the returned :class:`ImportReport` and every valid one is
+    stored; importing the same file again adds nothing. ``progress(done, total)`` is called
+    with bytes read as the import advances.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImportFormatError(f"{path}: no such file")
+    if format is not None and format not in CONVERTERS:
+        raise ImportFormatError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    source = _Source(path)
+    container = source.container()
+    fmt = format or _detect(source, container)
+    convert = CONVERTERS[fmt]
+    defaults = defaults or Defaults(entity="default", session=f"import:{path.name}")
+    report = ImportReport(path=str(path), format=fmt)
+    sessions: set[tuple[str, str]] = set()
+    batch: list[NewMessage] = []
+    # Occurrences of identical messages within the current run of one session.
+    run_key: tuple[str, str] | None = None
+    seen: dict[str, int] = {}
+
+    def flush() -> None:
+        result = add_messages(store, batch)
+        report.imported += result.inserted
+        report.duplicates += result.duplicates
+        sessions.update(result.sessions)
+        batch.clear()
+
+    with source.open() as (stream, total):
+        for item in source.items(container, stream):
+            if item.error is not None:
+                report.reject(item.line, item.error)
+                continue
+            try:
+                raws = convert(item.value)
+            except RecordError as exc:
+                report.reject(item.line, str(exc))
+                continue
+            for raw in raws:
+                where = f"{raw['where']}: " if raw.get("where") else ""
+                if "error" in raw:
+                    report.reject(item.line, where + raw["error"])
+                    continue
+                try:
+                    message = normalize(raw, defaults)
+                except RecordError as exc:
+                    report.reject(item.line, where + str(exc))
+                    continue
+                if message is None:
+                    report.skipped += 1
+                    continue
+                key = (message.entity_id, message.session)
+                if key != run_key:
+                    run_key, seen = key, {}
+                base = content_hash(message, 0)
+                seen[base] = occurrence = seen.get(base, -1) + 1
+                message.content_hash = (
+                    base if occurrence == 0 else content_hash(message, occurrence)
+                )
+                batch.append(message)
+            if len(batch) >= batch_size:
+                flush()
+                if progress is not None:
+                    progress(stream.tell(), total)
+        flush()
+        if progress is not None:
+            progress(total, total)
+    report.sessions = len(sessions)
+    return report

@@ -1,0 +1,151 @@
+"""Validation shared by every format: one raw message in, a storable NewMessage out."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from ..attribution import validate_id
+from ..errors import InvalidIdError
+from ..redact import redact
+from ..store import ROLES, NewMessage
+from .formats import RawMessage, RecordError
+
+ROLE_ALIASES = {"human": "user", "developer": "system", "function": "tool", "ai": "assistant"}
+MAX_CONTENT_CHARS = 10_000_000
+MAX_NAME_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Attribution for records whose file does not set it."""
+
+    entity: str
+    session: str
+    process: str | None = None
+
+
+def parse_timestamp(value: Any) -> str | None:
+    """ISO-8601 text or epoch seconds as a UTC ISO-8601 string (naive times are taken as UTC)."""
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            moment = datetime.datetime.fromtimestamp(value, tz=datetime.timezone.utc)
+        elif isinstance(value, str):
+            text = value.strip()
+            if text.endswith(("Z", "z")):
+                text = text[:-1] + "+00:00"
+            moment = datetime.datetime.fromisoformat(text)
+        else:
+            raise TypeError
+    except (ValueError, TypeError, OverflowError, OSError):
+        raise RecordError(
+            f"field 'timestamp': expected ISO-8601 text or epoch seconds, got {value!r:.60}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.astimezone(datetime.timezone.utc).isoformat()
+
+
+def content_text(value: Any) -> str | None:
+    """Message content as text: a string, or a list of parts whose text is joined."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts = []
+        for part in value:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+        return "\n".join(texts)
+    raise RecordError(f"field 'content': expected text, got {type(value).__name__}")
+
+
+def _clean(text: str) -> str:
+    """Drop NUL characters and replace lone surrogates, which SQLite text cannot hold."""
+    text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _optional_id(raw: RawMessage, key: str, fallback: str | None) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return fallback
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    try:
+        return validate_id(value, f"field '{key}'")
+    except InvalidIdError as exc:
+        raise RecordError(str(exc)) from None
+
+
+def normalize(raw: RawMessage, defaults: Defaults) -> NewMessage | None:
+    """A validated, redacted message, or None for one with no text (e.g. a bare tool call).
+
+    Raises :class:`RecordError` naming the field at fault. The content hash is filled in by
+    the caller, which knows the message's place in its session.
+    """
+    role = raw.get("role")
+    if not isinstance(role, str):
+        raise RecordError("field 'role': missing" if role is None else "field 'role': not text")
+    role = ROLE_ALIASES.get(role.lower(), role.lower())
+    if role not in ROLES:
+        raise RecordError(
+            f"field 'role': must be one of {', '.join(ROLES)}, got {raw['role']!r:.40}"
+        )
+    content = content_text(raw.get("content"))
+    if content is None or not content.strip():
+        return None
+    if len(content) > MAX_CONTENT_CHARS:
+        raise RecordError(
+            f"field 'content': {len(content):,} characters; at most {MAX_CONTENT_CHARS:,} allowed"
+        )
+    name = raw.get("name")
+    if name is not None:
+        if not isinstance(name, str):
+            raise RecordError(f"field 'name': expected text, got {type(name).__name__}")
+        name = _clean(" ".join(name.split()))[:MAX_NAME_CHARS] or None
+    external_id = raw.get("id")
+    if external_id is not None and not (isinstance(external_id, (str, int)) and str(external_id)):
+        raise RecordError(
+            f"field 'id': expected text or a number, got {type(external_id).__name__}"
+        )
+    return NewMessage(
+        entity_id=_optional_id(raw, "entity", defaults.entity) or defaults.entity,
+        session=_optional_id(raw, "session", defaults.session) or defaults.session,
+        process_id=_optional_id(raw, "process", defaults.process),
+        role=role,
+        content=redact(_clean(content)),
+        name=name,
+        created_at=parse_timestamp(raw.get("timestamp")),
+        external_id=None if external_id is None else _clean(str(external_id))[:MAX_NAME_CHARS],
+        content_hash="",
+    )
+
+
+def content_hash(message: NewMessage, occurrence: int) -> str:
+    """The dedup key of a message without an external id, within its session.
+
+    ``occurrence`` counts identical messages met before in the same run of its session, so a
+    repeated "thanks" is kept while re-importing the same file adds nothing.
+    """
+    key = "\x1f".join(
+        (
+            message.role,
+            message.name or "",
+            message.created_at or "",
+            str(occurrence),
+            message.content,
+        )
+    )
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]

@@ -1,0 +1,195 @@
+"""Memori: the coordinator a program talks to (attribution, import, recall)."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import importers, recall
+from .attribution import Attribution, new_session_id, validate_id
+from .config import Config, StorageConfig, default_entity
+from .importers.formats import RecordError
+from .importers.normalize import Defaults, content_hash, normalize
+from .store import Store, connect
+from .store import messages as store_messages
+
+
+class Memori:
+    """Long-term memory over one local SQLite store.
+
+    ``conn`` is a path, a callable returning a sqlite3-compatible connection (it must be able
+    to load extensions: ``lambda: sqlean.connect("memori.db")``), or ``None`` for the default
+    store. Attribution (entity, process, session) is kept per thread and per asyncio task.
+    """
+
+    def __init__(self, conn: str | os.PathLike[str] | connect.ConnectionFactory | None = None):
+        self.store = Store(conn)
+        self.config = Config(storage=StorageConfig(self.store))
+        self._attribution: contextvars.ContextVar[Attribution | None] = contextvars.ContextVar(
+            f"memori_attribution_{id(self)}", default=None
+        )
+
+    # -- attribution ---------------------------------------------------------------------
+    @property
+    def current(self) -> Attribution:
+        """The attribution in force in this thread or task."""
+        return self._attribution.get() or Attribution(entity_id=default_entity())
+
+    def attribution(
+        self, entity_id: str | None = None, process_id: str | None = None
+    ) -> contextlib.AbstractContextManager[Attribution]:
+        """Attribute what follows, in this thread or task, to ``entity_id`` and ``process_id``.
+
+        Takes effect at once; used as a context manager, the previous attribution comes back on
+        exit. Changing the entity starts a new session.
+        """
+        previous = self.current
+        entity = (
+            validate_id(entity_id, "entity_id") if entity_id is not None else previous.entity_id
+        )
+        same_entity = entity == previous.entity_id
+        value = Attribution(
+            entity_id=entity,
+            process_id=process_id if process_id is not None else previous.process_id,
+            session_id=previous.session_id if same_entity else None,
+        )
+        return self._set(value)
+
+    def new_session(self) -> str:
+        """Start a new session (thread) for the current attribution; returns its id."""
+        session = new_session_id()
+        self._set(self.current.replace(session_id=session))
+        return session
+
+    def set_session(self, session_id: str) -> None:
+        """Continue the session ``session_id`` in this thread or task."""
+        self._set(self.current.replace(session_id=validate_id(session_id, "session_id")))
+
+    def _set(self, value: Attribution) -> contextlib.AbstractContextManager[Attribution]:
+        token = self._attribution.set(value)
+
+        @contextlib.contextmanager
+        def restore() -> Iterator[Attribution]:
+            try:
+                yield value
+            finally:
+                self._attribution.reset(token)
+
+        return restore()
+
+    def _session(self) -> str:
+        current = self.current
+        if current.session_id is None:
+            return self.new_session()
+        return current.session_id
+
+    # -- writing -------------------------------------------------------------------------
+    def add_messages(
+        self, messages: Iterable[Mapping[str, Any]], *, source: str = "api"
+    ) -> store_messages.AddResult:
+        """Store messages (``{"role", "content", "name"?, "timestamp"?, "id"?}``) under the
+        current attribution, redacted, deduplicated and queued for augmentation.
+
+        Raises ``ValueError`` naming the message and field at fault; nothing is stored then.
+        """
+        current = self.current
+        defaults = Defaults(
+            entity=current.entity_id, session=self._session(), process=current.process_id
+        )
+        batch = []
+        seen: dict[str, int] = {}
+        for i, raw in enumerate(messages):
+            fields = {k: raw[k] for k in ("role", "content", "name", "timestamp", "id") if k in raw}
+            try:
+                message = normalize(fields, defaults)
+            except RecordError as exc:
+                raise ValueError(f"messages[{i}]: {exc}") from None
+            if message is None:
+                continue
+            message.source = source
+            base = content_hash(message, 0)
+            seen[base] = occurrence = seen.get(base, -1) + 1
+            message.content_hash = content_hash(message, occurrence)
+            batch.append(message)
+        return store_messages.add_messages(self.store, batch)
+
+    def import_file(
+        self,
+        path: str | Path,
+        *,
+        format: str | None = None,
+        entity_id: str | None = None,
+        process_id: str | None = None,
+        session_id: str | None = None,
+        progress: importers.ProgressCallback | None = None,
+    ) -> importers.ImportReport:
+        """Import a transcript file; the ids given apply where the file sets none."""
+        current = self.current
+        defaults = Defaults(
+            entity=current.entity_id if entity_id is None else validate_id(entity_id, "entity_id"),
+            session=f"import:{Path(path).name}"
+            if session_id is None
+            else validate_id(session_id, "session_id"),
+            process=current.process_id
+            if process_id is None
+            else validate_id(process_id, "process_id"),
+        )
+        return importers.import_file(
+            self.store, path, defaults=defaults, format=format, progress=progress
+        )
+
+    # -- reading -------------------------------------------------------------------------
+    def recall(
+        self,
+        query: str,
+        limit: int = 10,
+        *,
+        entity_id: str | None = None,
+        process_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> list[recall.RecallHit]:
+        """What memory holds about ``query`` for the entity (current attribution by default)."""
+        entity = (
+            self.current.entity_id if entity_id is None else validate_id(entity_id, "entity_id")
+        )
+        if process_id is not None:
+            validate_id(process_id, "process_id")
+        return recall.lexical(
+            self.store,
+            query,
+            entity_id=entity,
+            process_id=process_id,
+            since=since,
+            until=until,
+            limit=max(0, int(limit)),
+        )
+
+    def sessions(self, entity_id: str | None = None) -> list[dict[str, Any]]:
+        """Sessions with message counts, of one entity or of all."""
+        if entity_id is not None:
+            validate_id(entity_id, "entity_id")
+        return store_messages.list_sessions(self.store, entity_id)
+
+    def stats(self) -> dict[str, Any]:
+        """Row counts, the store's path and its size on disk."""
+        counts = store_messages.counts(self.store)
+        size = 0
+        if self.store.path is not None:
+            for suffix in ("", "-wal", "-shm"):
+                candidate = Path(str(self.store.path) + suffix)
+                if candidate.exists():
+                    size += candidate.stat().st_size
+        return {"path": self.store.describe(), "bytes": size, **counts}
+
+    def forget(self, entity_id: str) -> dict[str, int]:
+        """Delete everything derived from ``entity_id``; returns rows removed per table."""
+        return store_messages.forget_entity(self.store, validate_id(entity_id, "entity_id"))
+
+    def close(self) -> None:
+        """Close the store's connections."""
+        self.store.close()

@@ -1,0 +1,7 @@
+"""The store: the only code that speaks SQL. See :class:`Store`."""
+
+from . import connect  # noqa: F401  (registers the driver before sqlite-utils loads)
+from .core import Store, now_iso
+from .messages import ROLES, AddResult, NewMessage
+
+__all__ = ["ROLES", "AddResult", "NewMessage", "Store", "now_iso"]

@@ -1,0 +1,139 @@
+"""The Store: one SQLite database, a connection per thread, migrations on first use."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .. import paths
+from ..errors import StoreError
+from . import connect
+from .migrations import migrations
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO-8601 with microseconds."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+class Store:
+    """A memori store.
+
+    ``conn`` is a path, a callable returning a sqlite3-compatible connection, or ``None`` for
+    the default store (``$MEMORI_HOME/memori.db`` or the platform's data folder). Each thread
+    gets its own connection; the schema is migrated once, on first use.
+    """
+
+    def __init__(self, conn: str | os.PathLike[str] | connect.ConnectionFactory | None = None):
+        self.path: Path | None
+        if conn is None or isinstance(conn, (str, os.PathLike)):
+            self.path = Path(conn) if conn is not None else paths.default_db_path()
+            db_path = self.path
+
+            def factory() -> Any:
+                return connect.connect_path(str(db_path))
+
+            self._factory: connect.ConnectionFactory = factory
+        elif callable(conn):
+            self.path = None
+            self._factory = conn
+        else:
+            raise TypeError(
+                f"conn must be a path, a callable returning a connection, or None; "
+                f"got {type(conn).__name__}"
+            )
+        self._local = threading.local()
+        self._migrate_lock = threading.Lock()
+        self._migrated = False
+        self._connections: list[Any] = []
+
+    # -- connections ---------------------------------------------------------------------
+    @property
+    def conn(self) -> Any:
+        """This thread's connection (opened, configured and migrated on first use)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._open()
+            self._local.conn = conn
+        return conn
+
+    def _open(self) -> Any:
+        if self.path is not None:
+            paths.ensure_private_dir(self.path.parent, tighten=self.path.parent == paths.data_dir())
+            paths.ensure_private_file(self.path)
+        try:
+            raw = self._factory()
+        except Exception as exc:
+            raise StoreError(f"cannot open the store at {self.describe()}: {exc}") from exc
+        db = connect.configure(raw)
+        if self.path is None:
+            self.path = self._main_file(raw)
+        if self.path is not None:
+            fresh = not raw.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            paths.tighten_store_files(self.path, fresh=fresh)
+        with self._migrate_lock:
+            if not self._migrated:
+                self._apply_migrations(raw, db)
+                self._migrated = True
+        self._connections.append(raw)
+        return raw
+
+    @staticmethod
+    def _main_file(raw: Any) -> Path | None:
+        for _, name, file in raw.execute("PRAGMA database_list").fetchall():
+            if name == "main" and file:
+                return Path(file)
+        return None
+
+    def _apply_migrations(self, raw: Any, db: Any) -> None:
+        # Under BEGIN IMMEDIATE so two processes opening a fresh store never race; the
+        # migrations' own transactions become savepoints inside it.
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                migrations.apply(db)
+                raw.execute("COMMIT")
+            except BaseException:
+                raw.execute("ROLLBACK")
+                raise
+        except connect.DatabaseError as exc:
+            raise StoreError(f"cannot migrate the store at {self.describe()}: {exc}") from exc
+
+    def build(self) -> None:
+        """Create or migrate the schema now (idempotent; it also happens on first use)."""
+        _ = self.conn
+
+    def describe(self) -> str:
+        """The store's file path, or a note that it came from a connection factory."""
+        return str(self.path) if self.path is not None else "<connection factory>"
+
+    def close(self) -> None:
+        """Close every connection this store opened."""
+        for raw in self._connections:
+            with contextlib.suppress(Exception):
+                raw.close()
+        self._connections.clear()
+        self._local = threading.local()
+
+    # -- transactions --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Any]:
+        """A write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

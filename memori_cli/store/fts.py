@@ -1,0 +1,82 @@
+"""Full-text search over messages with FTS5 and bm25.
+
+User text never reaches FTS5's query syntax: it is split into words, each word is quoted as a
+literal string, and the words are OR-ed, so ``foo AND``, ``"unclosed``, ``NOT x``,
+``text:secret`` or ``*`` are just words, and a question finds messages that share only some of
+its words, ranked by bm25.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .core import Store
+
+_WORD = re.compile(r"\w+")
+# At most this many distinct words go into one query, so 10 KB of pasted text stays fast.
+MAX_TERMS = 32
+# Function words that carry no topic: dropped from a query unless nothing else is left.
+STOPWORDS = frozenset(
+    """
+    a about above after again against all am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further
+    had has have having he her here hers herself him himself his how i if in into is it its
+    itself just me more most my myself no nor not now of off on once only or other our ours
+    ourselves out over own same she should so some such than that the their theirs them
+    themselves then there these they this those through to too under until up very was we were
+    what when where which while who whom why will with would you your yours yourself yourselves
+    """.split()  # noqa: SIM905
+)
+# bm25 column weights: content, speaker name.
+_WEIGHTS = "1.0, 0.5"
+
+
+def match_expression(query: str, *, max_terms: int = MAX_TERMS) -> str | None:
+    """An FTS5 MATCH expression OR-ing the query's words as literals; None if it has none."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))
+    content = [w for w in words if w not in STOPWORDS] or words
+    if not content:
+        return None
+    return " OR ".join(f'"{w}"' for w in content[:max_terms])
+
+
+def search_messages(
+    store: Store,
+    query: str,
+    *,
+    entity_id: str,
+    process_id: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    limit: int = 10,
+) -> list[dict[str, Any]]:
+    """The entity's messages matching ``query``, best bm25 first, as dicts with ``score``."""
+    expression = match_expression(query)
+    if expression is None or limit <= 0:
+        return []
+    where = ["messages_fts MATCH ?", "m.entity_id = ?"]
+    params: list[Any] = [expression, entity_id]
+    for clause, value in (
+        ("m.process_id = ?", process_id),
+        ("m.created_at >= ?", since),
+        ("m.created_at < ?", until),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    sql = f"""
+        SELECT m.id, m.role, m.content, m.name, m.created_at, m.external_id, m.entity_id,
+               m.process_id, s.name AS session, m.trust,
+               -bm25(messages_fts, {_WEIGHTS}) AS score
+        FROM messages_fts
+        JOIN messages m ON m.id = messages_fts.rowid
+        JOIN sessions s ON s.id = m.session_id
+        WHERE {" AND ".join(where)}
+        ORDER BY bm25(messages_fts, {_WEIGHTS})
+        LIMIT ?
+    """
+    params.append(limit)
+    cursor = store.conn.execute(sql, params)
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row, strict=False)) for row in cursor]

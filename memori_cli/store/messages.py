@@ -1,0 +1,167 @@
+"""Messages, sessions and entities: writing batches (with their augmentation job) and reading."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from .core import Store, now_iso
+
+ROLES = ("user", "assistant", "system", "tool")
+# What the user said outranks what an assistant said about them.
+TRUST = {"user": 1.0, "system": 0.9, "assistant": 0.6, "tool": 0.4}
+
+
+@dataclasses.dataclass(slots=True)
+class NewMessage:
+    """A message ready to store: validated, redacted, hashed."""
+
+    entity_id: str
+    session: str
+    role: str
+    content: str
+    content_hash: str
+    process_id: str | None = None
+    name: str | None = None
+    created_at: str | None = None
+    external_id: str | None = None
+    source: str = "import"
+
+
+@dataclasses.dataclass
+class AddResult:
+    """What one batch did: rows inserted, duplicates skipped, (entity, session) pairs touched."""
+
+    inserted: int = 0
+    duplicates: int = 0
+    sessions: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+
+
+def add_messages(store: Store, batch: Sequence[NewMessage]) -> AddResult:
+    """Store ``batch`` and enqueue its augmentation jobs, in one write transaction.
+
+    Duplicates (same external id in the entity, else same content hash in the session) are
+    skipped, so re-running an import adds nothing.
+    """
+    result = AddResult()
+    if not batch:
+        return result
+    now = now_iso()
+    with store.write() as conn:
+        entities = {m.entity_id for m in batch}
+        processes = {m.process_id for m in batch if m.process_id is not None}
+        conn.executemany(
+            "INSERT INTO entities (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            [(e, now) for e in entities],
+        )
+        conn.executemany(
+            "INSERT INTO processes (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            [(p, now) for p in processes],
+        )
+        session_ids: dict[tuple[str, str], int] = {}
+        for m in batch:
+            key = (m.entity_id, m.session)
+            if key not in session_ids:
+                session_ids[key] = _session_id(conn, m.entity_id, m.session, m.process_id, now)
+        (before,) = conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
+        cursor = conn.executemany(
+            """INSERT INTO messages (entity_id, process_id, session_id, role, content, name,
+                   created_at, external_id, content_hash, trust, source)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+            [
+                (
+                    m.entity_id,
+                    m.process_id,
+                    session_ids[(m.entity_id, m.session)],
+                    m.role,
+                    m.content,
+                    m.name,
+                    m.created_at or now,
+                    m.external_id,
+                    m.content_hash,
+                    TRUST[m.role],
+                    m.source,
+                )
+                for m in batch
+            ],
+        )
+        result.inserted = max(cursor.rowcount, 0)
+        result.duplicates = len(batch) - result.inserted
+        result.sessions = set(session_ids)
+        # Holding the write lock, every id above `before` is ours.
+        new_ids: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for mid, entity_id, session_id in conn.execute(
+            "SELECT id, entity_id, session_id FROM messages WHERE id > ? ORDER BY id", (before,)
+        ):
+            new_ids[(entity_id, session_id)].append(mid)
+        conn.executemany(
+            """INSERT INTO jobs (kind, entity_id, session_id, payload, created_at, updated_at)
+               VALUES ('augment', ?, ?, ?, ?, ?)""",
+            [
+                (entity_id, session_id, json.dumps({"message_ids": ids}), now, now)
+                for (entity_id, session_id), ids in new_ids.items()
+            ],
+        )
+    return result
+
+
+def _session_id(conn: Any, entity_id: str, name: str, process_id: str | None, now: str) -> int:
+    conn.execute(
+        """INSERT INTO sessions (entity_id, name, process_id, created_at) VALUES (?, ?, ?, ?)
+           ON CONFLICT DO NOTHING""",
+        (entity_id, name, process_id, now),
+    )
+    (sid,) = conn.execute(
+        "SELECT id FROM sessions WHERE entity_id = ? AND name = ?", (entity_id, name)
+    ).fetchone()
+    return int(sid)
+
+
+def list_sessions(store: Store, entity_id: str | None = None) -> list[dict[str, Any]]:
+    """Sessions (of one entity, or all) with message counts and first/last message times."""
+    sql = """
+        SELECT s.name AS session, s.entity_id AS entity, s.process_id AS process,
+               count(m.id) AS messages, min(m.created_at) AS first, max(m.created_at) AS last
+        FROM sessions s LEFT JOIN messages m ON m.session_id = s.id
+        {where}
+        GROUP BY s.id ORDER BY last DESC, s.id DESC
+    """
+    if entity_id is None:
+        rows = store.conn.execute(sql.format(where=""))
+    else:
+        rows = store.conn.execute(sql.format(where="WHERE s.entity_id = ?"), (entity_id,))
+    keys = ("session", "entity", "process", "messages", "first", "last")
+    return [dict(zip(keys, row, strict=False)) for row in rows]
+
+
+def counts(store: Store) -> dict[str, int]:
+    """Row counts of the main tables, and pending/failed augmentation jobs."""
+    conn = store.conn
+    out = {
+        table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        for table in ("entities", "processes", "sessions", "messages")
+    }
+    for status in ("pending", "running", "failed"):
+        out[f"jobs_{status}"] = conn.execute(
+            "SELECT count(*) FROM jobs WHERE status = ?", (status,)
+        ).fetchone()[0]
+    return out
+
+
+def forget_entity(store: Store, entity_id: str) -> dict[str, int]:
+    """Delete every row derived from ``entity_id`` (FTS entries included), then checkpoint.
+
+    Returns how many rows of each kind went. The WAL is checkpointed and truncated afterwards,
+    and ``secure_delete`` is on, so the deleted text is gone from the database files.
+    """
+    removed: dict[str, int] = {}
+    with store.write() as conn:
+        for table in ("messages", "jobs", "sessions", "entities"):
+            column = "id" if table == "entities" else "entity_id"
+            cursor = conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (entity_id,))
+            removed[table] = cursor.rowcount
+    store.checkpoint()
+    return removed

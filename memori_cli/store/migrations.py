@@ -1,0 +1,97 @@
+"""Schema migrations: append-only, applied on open, so a fresh and an old store take one path.
+
+Never edit a migration that has shipped; add a new one below it.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("memori")
+
+
+@migrations(name="m001_initial")
+def m001_initial(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE entities (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE processes (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE sessions (
+            id INTEGER PRIMARY KEY,
+            entity_id TEXT NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            process_id TEXT REFERENCES processes(id),
+            created_at TEXT NOT NULL,
+            UNIQUE (entity_id, name)
+        );
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            entity_id TEXT NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
+            process_id TEXT REFERENCES processes(id),
+            session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'system', 'tool')),
+            content TEXT NOT NULL,
+            name TEXT,
+            created_at TEXT NOT NULL,
+            external_id TEXT,
+            content_hash TEXT NOT NULL,
+            trust REAL NOT NULL,
+            source TEXT NOT NULL
+        );
+        CREATE UNIQUE INDEX messages_external_id
+            ON messages (entity_id, external_id) WHERE external_id IS NOT NULL;
+        CREATE UNIQUE INDEX messages_content_hash
+            ON messages (session_id, content_hash) WHERE external_id IS NULL;
+        CREATE INDEX messages_entity_created ON messages (entity_id, created_at);
+        CREATE INDEX messages_session ON messages (session_id, id);
+
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            entity_id TEXT NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
+            session_id INTEGER REFERENCES sessions(id) ON DELETE CASCADE,
+            payload TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'running', 'done', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            lease_owner TEXT,
+            lease_expires REAL,
+            run_after REAL NOT NULL DEFAULT 0,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX jobs_status ON jobs (status, run_after);
+        CREATE INDEX jobs_entity ON jobs (entity_id);
+
+        -- External-content FTS5 index over messages, kept in sync by triggers.
+        -- secure-delete removes a deleted row's tokens from the index at once.
+        CREATE VIRTUAL TABLE messages_fts USING fts5(
+            content, name,
+            content='messages', content_rowid='id',
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 1);
+        CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts (rowid, content, name)
+                VALUES (new.id, new.content, coalesce(new.name, ''));
+        END;
+        CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, content, name)
+                VALUES ('delete', old.id, old.content, coalesce(old.name, ''));
+        END;
+        CREATE TRIGGER messages_fts_update AFTER UPDATE OF content, name ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, content, name)
+                VALUES ('delete', old.id, old.content, coalesce(old.name, ''));
+            INSERT INTO messages_fts (rowid, content, name)
+                VALUES (new.id, new.content, coalesce(new.name, ''));
+        END;
+        """
+    )
