@@ -13,7 +13,7 @@ from . import importers, recall
 from .attribution import Attribution, new_session_id, validate_id
 from .config import Config, StorageConfig, default_entity
 from .importers.formats import RecordError
-from .importers.normalize import Defaults, content_hash, normalize
+from .importers.normalize import Defaults, Occurrences, normalize
 from .store import Store, connect
 from .store import messages as store_messages
 
@@ -101,7 +101,7 @@ class Memori:
             entity=current.entity_id, session=self._session(), process=current.process_id
         )
         batch = []
-        seen: dict[str, int] = {}
+        occurrences = Occurrences()
         for i, raw in enumerate(messages):
             fields = {k: raw[k] for k in ("role", "content", "name", "timestamp", "id") if k in raw}
             try:
@@ -111,9 +111,7 @@ class Memori:
             if message is None:
                 continue
             message.source = source
-            base = content_hash(message, 0)
-            seen[base] = occurrence = seen.get(base, -1) + 1
-            message.content_hash = content_hash(message, occurrence)
+            occurrences.stamp(message)
             batch.append(message)
         return store_messages.add_messages(self.store, batch)
 

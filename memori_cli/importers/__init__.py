@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import queue
+import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ from ..errors import ImportFormatError
 from ..store import NewMessage, Store
 from ..store.messages import add_messages
 from .formats import CONVERTERS, FORMATS, RecordError, sniff
-from .normalize import Defaults, content_hash, normalize
+from .normalize import Defaults, Occurrences, normalize
 from .reader import Item, iter_json_array, iter_jsonl
 
 __all__ = ["FORMATS", "Defaults", "ImportReport", "ProgressCallback", "import_file"]
@@ -94,6 +96,49 @@ class _Source:
         return iter_jsonl(stream) if container == "jsonl" else iter_json_array(stream)
 
 
+class _Writer:
+    """Stores batches on a second thread, so parsing and SQLite's work overlap.
+
+    SQLite releases the GIL while it works, so on two cores an import runs at the speed of the
+    slower of the two halves instead of their sum. At most two batches wait in the queue.
+    """
+
+    def __init__(self, store: Store, report: ImportReport):
+        self._store = store
+        self._report = report
+        self.sessions: set[tuple[str, str]] = set()
+        self._queue: queue.Queue[list[NewMessage] | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="memori-import", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (batch := self._queue.get()) is not None:
+                if self._error is None:
+                    try:
+                        result = add_messages(self._store, batch)
+                    except BaseException as exc:  # handed to the importing thread
+                        self._error = exc
+                        continue
+                    self._report.imported += result.inserted
+                    self._report.duplicates += result.duplicates
+                    self.sessions.update(result.sessions)
+        finally:
+            self._store.close_thread()
+
+    def put(self, batch: list[NewMessage]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 def detect_format(path: str | Path) -> str:
     """The format of the transcript file at ``path``; raises ImportFormatError if unknown."""
     source = _Source(Path(path))
@@ -144,57 +189,44 @@ def import_file(
     convert = CONVERTERS[fmt]
     defaults = defaults or Defaults(entity="default", session=f"import:{path.name}")
     report = ImportReport(path=str(path), format=fmt)
-    sessions: set[tuple[str, str]] = set()
     batch: list[NewMessage] = []
-    # Occurrences of identical messages within the current run of one session.
-    run_key: tuple[str, str] | None = None
-    seen: dict[str, int] = {}
-
-    def flush() -> None:
-        result = add_messages(store, batch)
-        report.imported += result.inserted
-        report.duplicates += result.duplicates
-        sessions.update(result.sessions)
-        batch.clear()
-
-    with source.open() as (stream, total):
-        for item in source.items(container, stream):
-            if item.error is not None:
-                report.reject(item.line, item.error)
-                continue
-            try:
-                raws = convert(item.value)
-            except RecordError as exc:
-                report.reject(item.line, str(exc))
-                continue
-            for raw in raws:
-                where = f"{raw['where']}: " if raw.get("where") else ""
-                if "error" in raw:
-                    report.reject(item.line, where + raw["error"])
+    occurrences = Occurrences()
+    writer = _Writer(store, report)
+    try:
+        with source.open() as (stream, total):
+            for item in source.items(container, stream):
+                if item.error is not None:
+                    report.reject(item.line, item.error)
                     continue
                 try:
-                    message = normalize(raw, defaults)
+                    raws = convert(item.value)
                 except RecordError as exc:
-                    report.reject(item.line, where + str(exc))
+                    report.reject(item.line, str(exc))
                     continue
-                if message is None:
-                    report.skipped += 1
-                    continue
-                key = (message.entity_id, message.session)
-                if key != run_key:
-                    run_key, seen = key, {}
-                base = content_hash(message, 0)
-                seen[base] = occurrence = seen.get(base, -1) + 1
-                message.content_hash = (
-                    base if occurrence == 0 else content_hash(message, occurrence)
-                )
-                batch.append(message)
-            if len(batch) >= batch_size:
-                flush()
-                if progress is not None:
-                    progress(stream.tell(), total)
-        flush()
-        if progress is not None:
-            progress(total, total)
-    report.sessions = len(sessions)
+                for raw in raws:
+                    where = f"{raw['where']}: " if raw.get("where") else ""
+                    if "error" in raw:
+                        report.reject(item.line, where + raw["error"])
+                        continue
+                    try:
+                        message = normalize(raw, defaults)
+                    except RecordError as exc:
+                        report.reject(item.line, where + str(exc))
+                        continue
+                    if message is None:
+                        report.skipped += 1
+                        continue
+                    occurrences.stamp(message)
+                    batch.append(message)
+                if len(batch) >= batch_size:
+                    writer.put(batch)
+                    batch = []
+                    if progress is not None:
+                        progress(stream.tell(), total)
+            writer.put(batch)
+    finally:
+        writer.close()  # waits for every queued batch to be stored
+    if progress is not None:
+        progress(total, total)
+    report.sessions = len(writer.sessions)
     return report

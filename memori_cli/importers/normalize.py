@@ -149,3 +149,20 @@ def content_hash(message: NewMessage, occurrence: int) -> str:
         )
     )
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+class Occurrences:
+    """Fills in content hashes, numbering identical messages within a run of one session."""
+
+    def __init__(self) -> None:
+        self._key: tuple[str, str] | None = None
+        self._seen: dict[str, int] = {}
+
+    def stamp(self, message: NewMessage) -> None:
+        """Set ``message.content_hash`` (messages must come in their session's order)."""
+        key = (message.entity_id, message.session)
+        if key != self._key:
+            self._key, self._seen = key, {}
+        base = content_hash(message, 0)
+        occurrence = self._seen[base] = self._seen.get(base, -1) + 1
+        message.content_hash = content_hash(message, occurrence) if occurrence else base

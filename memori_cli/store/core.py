@@ -112,6 +112,15 @@ class Store:
         """The store's file path, or a note that it came from a connection factory."""
         return str(self.path) if self.path is not None else "<connection factory>"
 
+    def close_thread(self) -> None:
+        """Close this thread's connection, if it has one (for short-lived worker threads)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            with contextlib.suppress(ValueError):
+                self._connections.remove(conn)
+            conn.close()
+
     def close(self) -> None:
         """Close every connection this store opened."""
         for raw in self._connections:

@@ -26,7 +26,7 @@ STOPWORDS = frozenset(
     ourselves out over own same she should so some such than that the their theirs them
     themselves then there these they this those through to too under until up very was we were
     what when where which while who whom why will with would you your yours yourself yourselves
-    """.split()  # noqa: SIM905
+    """.split()
 )
 # bm25 column weights: content, speaker name.
 _WEIGHTS = "1.0, 0.5"

@@ -67,12 +67,11 @@ def add_messages(store: Store, batch: Sequence[NewMessage]) -> AddResult:
             if key not in session_ids:
                 session_ids[key] = _session_id(conn, m.entity_id, m.session, m.process_id, now)
         (before,) = conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
-        cursor = conn.executemany(
-            """INSERT INTO messages (entity_id, process_id, session_id, role, content, name,
-                   created_at, external_id, content_hash, trust, source)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+        # One statement for the whole batch: SQLite then works without the GIL, so an
+        # import's parsing thread keeps running meanwhile (executemany rebinds every row).
+        rows = json.dumps(
             [
-                (
+                [
                     m.entity_id,
                     m.process_id,
                     session_ids[(m.entity_id, m.session)],
@@ -84,9 +83,18 @@ def add_messages(store: Store, batch: Sequence[NewMessage]) -> AddResult:
                     m.content_hash,
                     TRUST[m.role],
                     m.source,
-                )
+                ]
                 for m in batch
             ],
+            ensure_ascii=False,
+        )
+        columns = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(11))
+        cursor = conn.execute(
+            f"""INSERT INTO messages (entity_id, process_id, session_id, role, content, name,
+                   created_at, external_id, content_hash, trust, source)
+                SELECT {columns} FROM json_each(?) WHERE true ORDER BY key
+                ON CONFLICT DO NOTHING""",
+            (rows,),
         )
         result.inserted = max(cursor.rowcount, 0)
         result.duplicates = len(batch) - result.inserted
