@@ -14,6 +14,7 @@ from .errors import (
     InvalidIdError,
     MemoriError,
     PermissionsWarning,
+    RecallWarning,
     StoreError,
 )
 from .importers import ImportReport
@@ -30,6 +31,7 @@ __all__ = [
     "MemoriError",
     "PermissionsWarning",
     "RecallHit",
+    "RecallWarning",
     "StoreError",
     "__version__",
 ]

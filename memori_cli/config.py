@@ -7,9 +7,16 @@ import os
 from typing import TYPE_CHECKING
 
 from .attribution import DEFAULT_ENTITY
+from .recall.hybrid import RankingConfig
 
 if TYPE_CHECKING:
     from .store import Store
+
+
+def embedding_model() -> str:
+    """The embedding model: ``$MEMORI_EMBEDDING_MODEL`` (``minilm``, a ``.gguf`` path or
+    ``none``), else ``minilm``."""
+    return os.environ.get("MEMORI_EMBEDDING_MODEL") or "minilm"
 
 
 def default_entity() -> str:
@@ -33,4 +40,6 @@ class Config:
     """Configuration of one :class:`memori_cli.Memori`."""
 
     storage: StorageConfig
-    recall_limit: int = 10
+    #: ``minilm``, a path to a ``.gguf`` embedding model, or ``none``.
+    embedding_model: str = dataclasses.field(default_factory=embedding_model)
+    ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)

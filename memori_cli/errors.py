@@ -36,5 +36,9 @@ class ImportFormatError(MemoriError):
     """A transcript file cannot be read as any supported format."""
 
 
+class RecallWarning(UserWarning):
+    """Recall could not use vectors (no embedding model, or a stale index) and fell back."""
+
+
 class PermissionsWarning(UserWarning):
     """A store file or folder was readable by others and has been tightened."""

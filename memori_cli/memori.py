@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import importers, recall
+import numpy as np
+
+from . import embed, importers, recall
 from .attribution import Attribution, new_session_id, validate_id
+from .augment.embedding import embed_pending
 from .config import Config, StorageConfig, default_entity
+from .errors import RecallWarning
 from .importers.formats import RecordError
 from .importers.normalize import Defaults, Occurrences, normalize
-from .store import Store, connect
+from .recall import RecallHit
+from .store import Store, connect, vectors
 from .store import messages as store_messages
 
 
@@ -26,9 +33,16 @@ class Memori:
     store. Attribution (entity, process, session) is kept per thread and per asyncio task.
     """
 
-    def __init__(self, conn: str | os.PathLike[str] | connect.ConnectionFactory | None = None):
+    def __init__(
+        self,
+        conn: str | os.PathLike[str] | connect.ConnectionFactory | None = None,
+        *,
+        embedder: embed.Embedder | None = None,
+    ):
         self.store = Store(conn)
         self.config = Config(storage=StorageConfig(self.store))
+        self._embedder = embedder
+        self._warned: set[str] = set()
         self._attribution: contextvars.ContextVar[Attribution | None] = contextvars.ContextVar(
             f"memori_attribution_{id(self)}", default=None
         )
@@ -140,6 +154,75 @@ class Memori:
             self.store, path, defaults=defaults, format=format, progress=progress
         )
 
+    # -- embeddings ----------------------------------------------------------------------
+    def embedder(self) -> embed.Embedder | None:
+        """The embedding model in use, or None (recall is then lexical only)."""
+        if self._embedder is None and self.config.embedding_model != "none":
+            self._embedder = embed.load(self.config.embedding_model)
+        return self._embedder
+
+    def augment(self, *, progress: importers.ProgressCallback | None = None) -> int:
+        """Run pending augmentation now: embed every message that has no vector yet.
+
+        Returns how many messages were embedded. Raises ``EmbeddingUnavailable`` when no
+        embedding model can be loaded.
+        """
+        embedder = self.embedder()
+        if embedder is None:
+            return 0
+        if self.index_stale():
+            raise embed.EmbeddingUnavailable(self._stale_message(embedder))
+        return embed_pending(self.store, embedder, progress=progress)
+
+    def index_stale(self) -> bool:
+        """Whether the stored vectors were made by another model than the one configured."""
+        embedder = self.embedder()
+        built = vectors.index_model(self.store)
+        return (
+            embedder is not None
+            and built is not None
+            and built
+            != (
+                embedder.name,
+                embedder.dim,
+            )
+        )
+
+    def reembed(self, *, progress: importers.ProgressCallback | None = None) -> int:
+        """Drop every vector and embed all messages again with the configured model."""
+        if self.embedder() is None:
+            return 0
+        vectors.reset(self.store)
+        return self.augment(progress=progress)
+
+    def _stale_message(self, embedder: embed.Embedder) -> str:
+        built = vectors.index_model(self.store)
+        return (
+            f"the vector index was built with {built[0] if built else '?'}, but the configured "
+            f"model is {embedder.name}; recall is lexical until you run `memori reembed`"
+        )
+
+    def _query_vector(self, query: str) -> np.ndarray | None:
+        """The query's vector, or None (with a warning, once) when vectors cannot be used."""
+        if not query.strip():
+            return None
+        try:
+            embedder = self.embedder()
+        except embed.EmbeddingUnavailable as exc:
+            self._warn_once("embedder", str(exc))
+            return None
+        if embedder is None:
+            return None
+        if self.index_stale():
+            self._warn_once("stale", self._stale_message(embedder))
+            return None
+        return np.asarray(embedder.embed([query])[0], dtype=np.float32)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RecallWarning, stacklevel=4)
+
     # -- reading -------------------------------------------------------------------------
     def recall(
         self,
@@ -150,22 +233,41 @@ class Memori:
         process_id: str | None = None,
         since: str | None = None,
         until: str | None = None,
-    ) -> list[recall.RecallHit]:
-        """What memory holds about ``query`` for the entity (current attribution by default)."""
+        explain: bool = False,
+    ) -> list[RecallHit]:
+        """What memory holds about ``query`` for the entity (current attribution by default).
+
+        Hybrid: bm25 over every message and vector search over those embedded so far, fused and
+        ranked by recency, trust and use. ``explain`` adds each hit's score components.
+        """
         entity = (
             self.current.entity_id if entity_id is None else validate_id(entity_id, "entity_id")
         )
         if process_id is not None:
             validate_id(process_id, "process_id")
-        return recall.lexical(
+        return recall.recall(
             self.store,
             query,
+            self._query_vector(query),
             entity_id=entity,
             process_id=process_id,
             since=since,
             until=until,
             limit=max(0, int(limit)),
+            config=self.config.ranking,
+            explain=explain,
         )
+
+    async def arecall(self, query: str, limit: int = 10, **options: Any) -> list[RecallHit]:
+        """:meth:`recall` for asyncio code: runs in a worker thread, never blocking the loop."""
+        return await asyncio.to_thread(self.recall, query, limit, **options)
+
+    def mark_used(self, hits: Iterable[RecallHit]) -> int:
+        """Record that these hits were used (e.g. put in a prompt); used items rank higher."""
+        by_entity: dict[str, list[int]] = {}
+        for hit in hits:
+            by_entity.setdefault(hit.entity, []).append(hit.id)
+        return sum(store_messages.mark_used(self.store, e, ids) for e, ids in by_entity.items())
 
     def sessions(self, entity_id: str | None = None) -> list[dict[str, Any]]:
         """Sessions with message counts, of one entity or of all."""

@@ -5,8 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from ..store import Store
-from ..store.fts import search_messages
+from ..store.messages import get_messages, neighbours, speakers
+from .hybrid import RankingConfig, candidates, fuse, mentioned_speakers, rank
+
+__all__ = ["RankingConfig", "RecallHit", "recall"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -14,7 +19,7 @@ class RecallHit:
     """One recalled item (the hit shape of design.md).
 
     ``source_ids`` are the external ids of the source messages where known, else internal ids;
-    a message hit's source is itself.
+    a message hit's source is itself. ``explain`` holds the score's components when asked for.
     """
 
     id: int
@@ -37,38 +42,46 @@ class RecallHit:
         return data
 
 
-def lexical(
+def recall(
     store: Store,
     query: str,
+    query_vector: np.ndarray | None,
     *,
     entity_id: str,
     process_id: str | None = None,
     since: str | None = None,
     until: str | None = None,
     limit: int = 10,
+    config: RankingConfig | None = None,
+    explain: bool = False,
 ) -> list[RecallHit]:
-    """The entity's messages that share words with ``query``, ranked by bm25."""
-    rows = search_messages(
-        store,
-        query,
-        entity_id=entity_id,
-        process_id=process_id,
-        since=since,
-        until=until,
-        limit=limit,
+    """The entity's best ``limit`` messages for ``query``: bm25 and, given a query vector,
+    nearest neighbours, fused and ranked (see :mod:`.hybrid`)."""
+    config = config or RankingConfig()
+    if limit <= 0:
+        return []
+    about = (
+        mentioned_speakers(query, speakers(store, entity_id)) if config.speaker_weight else set()
     )
-    return [
-        RecallHit(
-            id=row["id"],
-            kind="message",
-            content=row["content"],
-            score=round(float(row["score"]), 6),
-            created_at=row["created_at"],
-            session=row["session"],
-            entity=row["entity_id"],
-            source_ids=[row["external_id"] if row["external_id"] is not None else str(row["id"])],
-            role=row["role"],
-            name=row["name"],
-        )
-        for row in rows
-    ]
+    lexical, nearest = candidates(
+        store, query, query_vector, entity_id=entity_id, process_id=process_id, since=since,
+        until=until, config=config, speakers=about,
+    )  # fmt: skip
+    around = neighbours(store, [row["id"] for row in lexical]) if config.neighbour_weight else {}
+    fused = fuse(lexical, nearest, config, around)
+    rows = {row["id"]: row for row in lexical}
+    missing = [mid for mid in fused if mid not in rows]
+    rows.update(get_messages(store, missing))
+    hits = []
+    for message_id, score, parts in rank(fused, rows, config, speakers=about)[:limit]:
+        row = rows[message_id]
+        source = row["external_id"] if row["external_id"] is not None else str(row["id"])
+        hits.append(
+            RecallHit(
+                id=row["id"], kind="message", content=row["content"], score=round(score, 6),
+                created_at=row["created_at"], session=row["session"], entity=row["entity_id"],
+                source_ids=[source], role=row["role"], name=row["name"],
+                explain=dict(parts, source_messages=[source]) if explain else None,
+            )
+        )  # fmt: skip
+    return hits

@@ -13,7 +13,7 @@ from typing import Any
 
 from .core import Store
 
-_WORD = re.compile(r"\w+")
+WORD = re.compile(r"\w+")
 # At most this many distinct words go into one query, so 10 KB of pasted text stays fast.
 MAX_TERMS = 32
 # Function words that carry no topic: dropped from a query unless nothing else is left.
@@ -32,10 +32,15 @@ STOPWORDS = frozenset(
 _WEIGHTS = "1.0, 0.5"
 
 
-def match_expression(query: str, *, max_terms: int = MAX_TERMS) -> str | None:
-    """An FTS5 MATCH expression OR-ing the query's words as literals; None if it has none."""
-    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))
-    content = [w for w in words if w not in STOPWORDS] or words
+def match_expression(
+    query: str, *, max_terms: int = MAX_TERMS, drop_words: set[str] | frozenset[str] = frozenset()
+) -> str | None:
+    """An FTS5 MATCH expression OR-ing the query's words as literals; None if it has none.
+
+    Stopwords and ``drop_words`` are left out unless nothing else would remain.
+    """
+    words = list(dict.fromkeys(w.lower() for w in WORD.findall(query)))
+    content = [w for w in words if w not in STOPWORDS and w not in drop_words] or words
     if not content:
         return None
     return " OR ".join(f'"{w}"' for w in content[:max_terms])
@@ -50,9 +55,10 @@ def search_messages(
     since: str | None = None,
     until: str | None = None,
     limit: int = 10,
+    drop_words: set[str] | frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """The entity's messages matching ``query``, best bm25 first, as dicts with ``score``."""
-    expression = match_expression(query)
+    expression = match_expression(query, drop_words=drop_words)
     if expression is None or limit <= 0:
         return []
     where = ["messages_fts MATCH ?", "m.entity_id = ?"]
@@ -67,7 +73,7 @@ def search_messages(
             params.append(value)
     sql = f"""
         SELECT m.id, m.role, m.content, m.name, m.created_at, m.external_id, m.entity_id,
-               m.process_id, s.name AS session, m.trust,
+               m.process_id, s.name AS session, m.trust, m.uses,
                -bm25(messages_fts, {_WEIGHTS}) AS score
         FROM messages_fts
         JOIN messages m ON m.id = messages_fts.rowid

@@ -173,3 +173,57 @@ def forget_entity(store: Store, entity_id: str) -> dict[str, int]:
             removed[table] = cursor.rowcount
     store.checkpoint()
     return removed
+
+
+def get_messages(store: Store, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Messages by id, with their session name, as dicts keyed by id."""
+    out: dict[int, dict[str, Any]] = {}
+    ids = list(ids)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        cursor = store.conn.execute(
+            f"""SELECT m.id, m.role, m.content, m.name, m.created_at, m.external_id, m.entity_id,
+                       m.process_id, s.name AS session, m.trust, m.uses
+                FROM messages m JOIN sessions s ON s.id = m.session_id
+                WHERE m.id IN ({",".join("?" * len(chunk))})""",
+            chunk,
+        )
+        columns = [d[0] for d in cursor.description]
+        for row in cursor:
+            record = dict(zip(columns, row, strict=True))
+            out[record["id"]] = record
+    return out
+
+
+def mark_used(store: Store, entity_id: str, ids: Sequence[int]) -> int:
+    """Count one more use of each of the entity's messages in ``ids``; returns rows touched."""
+    with store.write() as conn:
+        cursor = conn.executemany(
+            "UPDATE messages SET uses = uses + 1 WHERE id = ? AND entity_id = ?",
+            [(int(i), entity_id) for i in ids],
+        )
+        return int(cursor.rowcount)
+
+
+def speakers(store: Store, entity_id: str) -> list[str]:
+    """The distinct speaker names in the entity's messages."""
+    rows = store.conn.execute(
+        "SELECT DISTINCT name FROM messages WHERE entity_id = ? AND name IS NOT NULL",
+        (entity_id,),
+    )
+    return [name for (name,) in rows]
+
+
+def neighbours(store: Store, ids: Sequence[int]) -> dict[int, tuple[int | None, int | None]]:
+    """For each message id, the ids of the turns just before and after it in its session."""
+    ids = list(ids)
+    if not ids:
+        return {}
+    rows = store.conn.execute(
+        f"""SELECT m.id,
+                   (SELECT max(id) FROM messages WHERE session_id = m.session_id AND id < m.id),
+                   (SELECT min(id) FROM messages WHERE session_id = m.session_id AND id > m.id)
+            FROM messages m WHERE m.id IN ({",".join("?" * len(ids))})""",
+        ids,
+    )
+    return {int(mid): (before, after) for mid, before, after in rows}

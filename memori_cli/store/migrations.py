@@ -95,3 +95,29 @@ def m001_initial(db: Database) -> None:
         END;
         """
     )
+
+
+@migrations(name="m002_vectors")
+def m002_vectors(db: Database) -> None:
+    # Which model made each message's vector. The vectors themselves live in a sqlite-vec
+    # vec0 table (vec_messages) created for the model's dimension when the first one arrives.
+    db.executescript(
+        """
+        CREATE TABLE settings (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        CREATE TABLE message_embeddings (
+            message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+            entity_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            dim INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX message_embeddings_entity ON message_embeddings (entity_id, message_id);
+        -- How often a message was recalled and used; recall ranks used ones higher.
+        ALTER TABLE messages ADD COLUMN uses INTEGER NOT NULL DEFAULT 0;
+        -- Recall looks up an entity's speakers to tell who a question is about.
+        CREATE INDEX messages_entity_name ON messages (entity_id, name);
+        """
+    )

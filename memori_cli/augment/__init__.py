@@ -1,0 +1,1 @@
+"""Augmentation: work done after capture, off the caller's path (embedding, for now)."""

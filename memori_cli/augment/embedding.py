@@ -1,0 +1,49 @@
+"""Embed messages that have no vector yet, in batches, one transaction per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..embed import Embedder
+from ..store import Store, vectors
+
+BATCH = 64
+
+
+def embedding_text(row: dict[str, Any]) -> str:
+    """What is embedded for a message: the turn before it (a reply is often meaningless
+    alone: "yes, since 2019"), then who said it and what they said.
+
+    Measured on the LoCoMo development split: the previous turn raised fused R@10 from 0.68
+    to 0.725 (dense alone 0.465 to 0.517). The next turn helped a little more, but it does not
+    exist yet when a live message is embedded.
+    """
+    own = f"{row.get('name') or row['role']}: {row['content']}"
+    if row.get("prev_content") is None:
+        return own
+    return f"{row.get('prev_name') or row['prev_role']}: {row['prev_content']}\n{own}"
+
+
+def embed_pending(
+    store: Store,
+    embedder: Embedder,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    batch: int = BATCH,
+) -> int:
+    """Embed every message without a vector; returns how many were embedded.
+
+    Safe to interrupt and to run in several processes at once: each batch commits on its own
+    and a message that already has a vector keeps it.
+    """
+    total = vectors.pending_count(store)
+    done = 0
+    after = 0
+    while rows := vectors.pending(store, after_id=after, limit=batch):
+        matrix = embedder.embed([embedding_text(row) for row in rows])
+        done += vectors.add(store, embedder.name, [row["id"] for row in rows], matrix)
+        after = rows[-1]["id"]
+        if progress is not None:
+            progress(min(done, total), total)
+    return done

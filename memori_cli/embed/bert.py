@@ -1,0 +1,161 @@
+"""A BERT sentence encoder in numpy: safetensors read directly, mean pooling, L2-normalised.
+
+No torch and no compiler: runs on the base install. Matches sentence-transformers'
+all-MiniLM-L6-v2 (the test suite checks cosine >= 0.99 against stored reference vectors).
+Sentences are sorted by length and batched, so padding costs little.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+
+from .wordpiece import WordPiece
+
+_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file, as float32 arrays (memory-mapped where possible)."""
+    with open(path, "rb") as handle:
+        (header_size,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(header_size))
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_size)
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__" or info["dtype"] not in _DTYPES:
+            continue
+        start, end = info["data_offsets"]
+        array = data[start:end].view(_DTYPES[info["dtype"]]).reshape(info["shape"])
+        tensors[name] = array.astype(np.float32) if array.dtype != np.int64 else array
+    return tensors
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh form, in place: within 5e-4 of the exact (erf) form in each activation and
+    about four times faster in numpy; sentence vectors stay within cosine 0.99999."""
+    inner = x * x
+    inner *= np.float32(0.044715)
+    inner += 1
+    inner *= x
+    inner *= np.float32(0.7978845608028654)
+    np.tanh(inner, out=inner)
+    inner += 1
+    x *= inner
+    x *= np.float32(0.5)
+    return x
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    centred = x - mean
+    var = (centred * centred).mean(axis=-1, keepdims=True)
+    return cast(np.ndarray, centred / np.sqrt(var + eps) * weight + bias)
+
+
+class BertEncoder:
+    """Sentence embeddings from a BERT model folder (config.json, vocab.txt, model.safetensors)."""
+
+    def __init__(self, folder: Path, *, max_tokens: int = 256, batch_size: int = 32):
+        config = json.loads((folder / "config.json").read_text())
+        self.dim = int(config["hidden_size"])
+        self.heads = int(config["num_attention_heads"])
+        self.eps = float(config.get("layer_norm_eps", 1e-12))
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self.tokenizer = WordPiece(folder / "vocab.txt")
+        w = read_safetensors(folder / "model.safetensors")
+        prefix = "bert." if "bert.embeddings.word_embeddings.weight" in w else ""
+
+        def g(name: str) -> np.ndarray:
+            return w[prefix + name]
+
+        self.word = np.ascontiguousarray(g("embeddings.word_embeddings.weight"))
+        self.position = np.ascontiguousarray(g("embeddings.position_embeddings.weight"))
+        self.token_type = g("embeddings.token_type_embeddings.weight")[0].copy()
+        self.emb_ln = (g("embeddings.LayerNorm.weight"), g("embeddings.LayerNorm.bias"))
+        self.layers = []
+        for i in range(int(config["num_hidden_layers"])):
+            p = f"encoder.layer.{i}."
+            # q, k and v as one (in, 3*out) matrix: one matmul instead of three.
+            qkv_w = np.concatenate(
+                [g(p + f"attention.self.{n}.weight") for n in ("query", "key", "value")]
+            ).T
+            qkv_b = np.concatenate(
+                [g(p + f"attention.self.{n}.bias") for n in ("query", "key", "value")]
+            )
+            self.layers.append(
+                (
+                    np.ascontiguousarray(qkv_w), qkv_b,
+                    np.ascontiguousarray(g(p + "attention.output.dense.weight").T),
+                    g(p + "attention.output.dense.bias"),
+                    g(p + "attention.output.LayerNorm.weight"),
+                    g(p + "attention.output.LayerNorm.bias"),
+                    np.ascontiguousarray(g(p + "intermediate.dense.weight").T),
+                    g(p + "intermediate.dense.bias"),
+                    np.ascontiguousarray(g(p + "output.dense.weight").T),
+                    g(p + "output.dense.bias"),
+                    g(p + "output.LayerNorm.weight"), g(p + "output.LayerNorm.bias"),
+                )
+            )  # fmt: skip
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One L2-normalised float32 row per text."""
+        encoded = [self.tokenizer.encode(t, self.max_tokens) for t in texts]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            out[chunk] = self._forward([encoded[i] for i in chunk])
+        return out
+
+    def _forward(self, batch: list[list[int]]) -> np.ndarray:
+        b, n = len(batch), max(len(ids) for ids in batch)
+        ids = np.zeros((b, n), dtype=np.int64)
+        mask = np.zeros((b, n), dtype=bool)
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = True
+        # Dense layers see only real tokens, packed as (tokens, dim); attention, the one step
+        # that mixes tokens, scatters them back into the padded (batch, length) layout.
+        positions = np.nonzero(mask)[1]
+        x = self.word[ids[mask]] + self.position[positions] + self.token_type
+        x = _layer_norm(x, *self.emb_ln, self.eps)
+        d, h = self.dim, self.heads
+        hd = d // h
+        bias = np.where(mask, np.float32(0), np.float32(-1e9))[:, None, None, :]
+        scale = np.float32(1.0 / np.sqrt(hd))
+        padded = np.zeros((b, n, 3 * d), dtype=np.float32)
+        for (
+            qkv_w,
+            qkv_b,
+            o_w,
+            o_b,
+            ln1_w,
+            ln1_b,
+            i_w,
+            i_b,
+            out_w,
+            out_b,
+            ln2_w,
+            ln2_b,
+        ) in self.layers:
+            padded[mask] = x @ qkv_w + qkv_b
+            qkv = padded.reshape(b, n, 3, h, hd).transpose(2, 0, 3, 1, 4)
+            scores = (qkv[0] @ qkv[1].transpose(0, 1, 3, 2)) * scale + bias
+            scores -= scores.max(axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(axis=-1, keepdims=True)
+            context = (scores @ qkv[2]).transpose(0, 2, 1, 3)[mask].reshape(-1, d)
+            x = _layer_norm(x + context @ o_w + o_b, ln1_w, ln1_b, self.eps)
+            x = _layer_norm(x + _gelu(x @ i_w + i_b) @ out_w + out_b, ln2_w, ln2_b, self.eps)
+        counts = mask.sum(axis=1)
+        pooled = np.add.reduceat(x, np.concatenate(([0], np.cumsum(counts)[:-1])), axis=0)
+        pooled /= counts[:, None]
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return cast(np.ndarray, (pooled / np.maximum(norms, 1e-12)).astype(np.float32))
