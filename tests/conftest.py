@@ -35,3 +35,26 @@ def write_jsonl(path: Path, records: list[Any]) -> Path:
             handle.write(record if isinstance(record, str) else json.dumps(record))
             handle.write("\n")
     return path
+
+
+class HashingEmbedder:
+    """A small deterministic embedder for tests: words hashed into ``dim`` buckets."""
+
+    def __init__(self, name: str = "hashing-test", dim: int = 64):
+        self.name = name
+        self.dim = dim
+
+    def embed(self, texts: list[str]) -> Any:
+        import hashlib
+
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                word = word.strip(".,!?:;'\"")
+                bucket = int(hashlib.md5(f"{self.name}{word}".encode()).hexdigest(), 16) % self.dim
+                out[row, bucket] += 1.0
+            norm = np.linalg.norm(out[row])
+            out[row] = out[row] / norm if norm else out[row]
+        return out

@@ -11,6 +11,7 @@ from .. import __version__
 from .admin import doctor_command, forget_command, sessions_command, stats_command
 from .common import State, out
 from .importing import import_command
+from .models import augment_command, model_app, reembed_command
 from .recalling import recall_command
 
 app = typer.Typer(
@@ -53,6 +54,9 @@ app.command("sessions")(sessions_command)
 app.command("stats")(stats_command)
 app.command("forget")(forget_command)
 app.command("doctor")(doctor_command)
+app.command("augment")(augment_command)
+app.command("reembed")(reembed_command)
+app.add_typer(model_app, name="model")
 
 
 def main() -> None:

@@ -125,6 +125,7 @@ def doctor_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
             file = Path(str(mem.store.path) + suffix)
             if file.exists():
                 checks.append(_mode_check(f"store{suffix or ''}", file, 0o600))
+    checks.append(_embedding_check(mem))
     checks.append(_daemon_check())
     llama = importlib.util.find_spec("llama_cpp") is not None
     checks.append(
@@ -170,6 +171,27 @@ def _mode_check(name: str, path: Path, wanted: int) -> dict[str, Any]:
             "detail": f"{path} is mode {mode:o}, readable by others; run: chmod {wanted:o} {path}",
         }
     return {"check": name, "status": "ok", "detail": f"{path} (mode {mode:o}{size})"}
+
+
+def _embedding_check(mem: Any) -> dict[str, Any]:
+    from ..embed import EmbeddingUnavailable
+    from ..store import vectors
+
+    try:
+        embedder = mem.embedder()
+    except EmbeddingUnavailable as exc:
+        return {"check": "embeddings", "status": "warn", "detail": str(exc)}
+    if embedder is None:
+        detail = "switched off (MEMORI_EMBEDDING_MODEL=none): recall is lexical only"
+        return {"check": "embeddings", "status": "warn", "detail": detail}
+    if mem.index_stale():
+        return {"check": "embeddings", "status": "warn",
+                "detail": f"the vector index was built with another model than {embedder.name}: "
+                "run `memori reembed`"}  # fmt: skip
+    pending = vectors.pending_count(mem.store)
+    hint = f"; {pending} messages wait for `memori augment`" if pending else ""
+    return {"check": "embeddings", "status": "ok",
+            "detail": f"{embedder.name} ({embedder.dim}-d){hint}"}  # fmt: skip
 
 
 def _daemon_check() -> dict[str, Any]:

@@ -32,6 +32,9 @@ def import_command(
     session: Annotated[
         str | None, typer.Option(help="Session for records whose file sets none.")
     ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Then embed the new messages before returning.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Import transcripts (native JSONL, {"messages": [...]} JSONL, ChatGPT, Claude, ShareGPT).
@@ -65,8 +68,12 @@ def import_command(
         report = mem.import_file(
             path, format=format, entity_id=entity, process_id=process, session_id=session
         )
+    if wait:
+        from .models import run_embedding
+
+        embedded = run_embedding(mem, rebuild=False, json_output=json_output)
     if json_output:
-        print_json(report.to_dict())
+        print_json(report.to_dict() | ({"embedded": embedded} if wait else {}))
     else:
         for rejected in report.rejected:
             err.print(
@@ -81,5 +88,7 @@ def import_command(
             f"skipped, {report.rejected_total} rejected.",
             highlight=False,
         )
+        if wait:
+            err.print(f"Embedded {embedded} messages.")
     if report.rejected_total:
         raise typer.Exit(1)

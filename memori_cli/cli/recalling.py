@@ -24,9 +24,16 @@ def recall_command(
     until: Annotated[
         str | None, typer.Option(help="Only items created before this ISO date/time.")
     ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show each hit's score components and sources.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print hits as JSON.")] = False,
 ) -> None:
-    """Recall what memory holds about QUERY for an entity, best match first, with provenance."""
+    """Recall what memory holds about QUERY for an entity, best match first, with provenance.
+
+    Hybrid: bm25 over every message and vector search over those embedded so far, fused and
+    ranked by recency, trust, use and who the question is about.
+    """
     mem = state(ctx).memori()
     hits = mem.recall(
         query,
@@ -35,6 +42,7 @@ def recall_command(
         process_id=process,
         since=_iso(since, "--since"),
         until=_iso(until, "--until"),
+        explain=explain,
     )
     if json_output:
         print_json([hit.to_dict() for hit in hits])
@@ -57,6 +65,10 @@ def recall_command(
             escape(f"{hit.session} / {', '.join(hit.source_ids)}"),
         )
     out.print(table)
+    if explain:
+        for n, hit in enumerate(hits, start=1):
+            parts = ", ".join(f"{k}={v}" for k, v in (hit.explain or {}).items())
+            out.print(f"{n}. {escape(parts)}", highlight=False)
 
 
 def _clip(text: str, width: int = 400) -> str:

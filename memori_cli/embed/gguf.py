@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import threading
 from collections.abc import Sequence
@@ -39,6 +40,16 @@ class GGUFEmbedder:
             digest = hashlib.sha256(handle.read(1 << 20)).hexdigest()[:12]
         self.name = f"gguf:{path.name}:{digest}"
         self._lock = threading.Lock()
+        # Free the model before interpreter shutdown tears down what llama-cpp-python's
+        # finaliser needs (otherwise a TypeError is printed at exit).
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Free the llama.cpp model now."""
+        with self._lock:
+            close = getattr(self._llama, "close", None)
+            if close is not None:
+                close()
 
     def _fit(self, text: str) -> str:
         tokens = self._llama.tokenize(text.encode("utf-8", "replace"), add_bos=True)

@@ -104,7 +104,8 @@ def rank(
             trust=row["trust"],
             uses=int(row.get("uses") or 0),
             speaker_match=about,
-            score=score,
+            fused=round(parts["fused"], 6),
+            score=round(score, 6),
         )
         ranked.append((message_id, score, explain))
     ranked.sort(key=lambda item: (-item[1], -item[0]))

@@ -152,6 +152,7 @@ def counts(store: Store) -> dict[str, int]:
         table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         for table in ("entities", "processes", "sessions", "messages")
     }
+    out["embedded"] = conn.execute("SELECT count(*) FROM message_embeddings").fetchone()[0]
     for status in ("pending", "running", "failed"):
         out[f"jobs_{status}"] = conn.execute(
             "SELECT count(*) FROM jobs WHERE status = ?", (status,)

