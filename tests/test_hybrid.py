@@ -194,3 +194,28 @@ def test_embedding_text_carries_the_previous_turn(hmem: Memori) -> None:
     assert embedding_text(first) == "Ann: Do you have pets?"
     assert embedding_text(second) == "Ann: Do you have pets?\nassistant: Yes, two cats."
     assert np.asarray(HashingEmbedder().embed([embedding_text(second)])).shape == (1, 64)
+
+
+def test_without_an_embedding_model_recall_is_lexical_and_says_so_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import warnings
+
+    import memori_cli.embed as embed
+
+    monkeypatch.setattr(embed, "minilm_folder", lambda: None)
+    embed.load.cache_clear()
+    try:
+        mem = Memori(conn=tmp_path / "n.db")
+        mem.add_messages([{"role": "user", "content": "otters hold hands"}])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert [h.content for h in mem.recall("otters")] == ["otters hold hands"]
+            assert [h.content for h in mem.recall("otters hands")] == ["otters hold hands"]
+        assert [str(w.message) for w in caught if w.category is RecallWarning] == [
+            embed.HOW_TO_GET_MINILM
+        ]
+        with pytest.raises(embed.EmbeddingUnavailable, match="memori model pull"):
+            mem.augment()
+    finally:
+        embed.load.cache_clear()

@@ -13,6 +13,7 @@ from typing import Any
 from .. import paths
 from ..errors import StoreError
 from . import connect
+from .matrix import Matrices
 from .migrations import migrations
 
 
@@ -48,6 +49,7 @@ class Store:
                 f"got {type(conn).__name__}"
             )
         self._local = threading.local()
+        self.matrices: Matrices | None = Matrices(self.path) if self.path is not None else None
         self._migrate_lock = threading.Lock()
         self._migrated = False
         self._connections: list[Any] = []
@@ -73,6 +75,7 @@ class Store:
         db = connect.configure(raw)
         if self.path is None:
             self.path = self._main_file(raw)
+            self.matrices = Matrices(self.path) if self.path is not None else None
         if self.path is not None:
             fresh = not raw.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             paths.tighten_store_files(self.path, fresh=fresh)

@@ -172,6 +172,8 @@ def forget_entity(store: Store, entity_id: str) -> dict[str, int]:
             column = "id" if table == "entities" else "entity_id"
             cursor = conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (entity_id,))
             removed[table] = cursor.rowcount
+    if store.matrices is not None:
+        store.matrices.drop(entity_id)
     store.checkpoint()
     return removed
 

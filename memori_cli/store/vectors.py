@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import StoreError
 from .core import Store, now_iso
+from .matrix import MATRIX_MIN_ROWS
 
 VEC_TABLE = "vec_messages"
 
@@ -86,16 +88,17 @@ def add(store: Store, model: str, message_ids: Sequence[int], vectors: np.ndarra
     dim = int(vectors.shape[1])
     added = 0
     now = now_iso()
+    fresh: dict[str, tuple[list[int], list[int]]] = {}  # entity -> (ids, row numbers)
     with store.write() as conn:
         current = index_model(store)
         if current is None:
             _create_index(conn, model, dim)
         elif current != (model, dim):
-            raise ValueError(
+            raise StoreError(
                 f"the vector index holds {current[0]} ({current[1]}-d) vectors, not {model}; "
                 "run `memori reembed`"
             )
-        for message_id, vector in zip(message_ids, vectors, strict=True):
+        for position, (message_id, vector) in enumerate(zip(message_ids, vectors, strict=True)):
             cursor = conn.execute(
                 """INSERT INTO message_embeddings (message_id, entity_id, model, dim, created_at)
                    SELECT id, entity_id, ?, ?, ? FROM messages WHERE id = ?
@@ -109,14 +112,35 @@ def add(store: Store, model: str, message_ids: Sequence[int], vectors: np.ndarra
                 f"INSERT INTO {VEC_TABLE} (message_id, entity_id, embedding) VALUES (?, ?, ?)",
                 (int(message_id), row[0], np.ascontiguousarray(vector, dtype=np.float32).tobytes()),
             )
+            ids, positions = fresh.setdefault(row[0], ([], []))
+            ids.append(int(message_id))
+            positions.append(position)
             added += 1
+    if store.matrices is not None:  # after the commit: the store is the source of truth
+        for entity_id, (ids, positions) in fresh.items():
+            if store.matrices.exists(entity_id):
+                store.matrices.append(entity_id, ids, vectors[positions])
+            elif _count(store, entity_id) >= MATRIX_MIN_ROWS:
+                # The entity just grew large: build its copy now, not in someone's recall.
+                store.matrices.refresh(store.conn, VEC_TABLE, entity_id, dim)
     return added
+
+
+def _count(store: Store, entity_id: str) -> int:
+    (count,) = store.conn.execute(
+        "SELECT count(*) FROM message_embeddings WHERE entity_id = ?", (entity_id,)
+    ).fetchone()
+    return int(count)
 
 
 def knn(store: Store, entity_id: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
     """The entity's ``k`` nearest messages to ``vector``: (message id, cosine distance)."""
-    if k <= 0 or index_model(store) is None:
+    built = index_model(store)
+    if k <= 0 or built is None:
         return []
+    if store.matrices is not None and store.matrices.exists(entity_id):
+        # A large entity (augmentation made its copy when it crossed MATRIX_MIN_ROWS).
+        return store.matrices.search(store.conn, VEC_TABLE, entity_id, vector, k, built[1])
     rows = store.conn.execute(
         f"""SELECT message_id, distance FROM {VEC_TABLE}
             WHERE embedding MATCH ? AND k = ? AND entity_id = ?""",
@@ -132,3 +156,5 @@ def reset(store: Store) -> None:
         conn.execute(f"DROP TABLE IF EXISTS {VEC_TABLE}")
         conn.execute("DELETE FROM message_embeddings")
         conn.execute("DELETE FROM settings WHERE key IN ('vector_model', 'vector_dim')")
+    if store.matrices is not None:
+        store.matrices.drop()

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Recall latency on synthetic stores, and embedding throughput.
+
+Usage: .venv/bin/python scripts/bench_recall.py [--sizes 10k 100k 1m] [--queries 40]
+
+Builds stores of 10k and 100k messages for one entity and 1M messages across 100 entities
+(synthetic text, random unit vectors; the query is embedded for real with the default model),
+then prints the median and p95 latency of one recall, query embedding included, next to the
+lexical-only recall this release replaced, measured in the same run at the same size.
+Targets: median <= 20 ms at 10k, <= 50 ms at 100k and at 1M rows across 100 entities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from memori_cli import Memori
+from memori_cli.embed import load
+from memori_cli.store import vectors
+from memori_cli.store.fts import search_messages
+
+SIZES = {"10k": (1, 10_000), "100k": (1, 100_000), "1m": (100, 10_000)}
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "maya.jsonl"
+QUESTIONS = [
+    "where does she live these days?", "what is her job?", "does she have any allergies?",
+    "when is her sister's birthday?", "what sport does she do?", "who is her manager?",
+    "what language is she learning?", "what did she say about the database migration?",
+    "which city did she move from?", "what food does she like?", "how far does she run?",
+    "what does she think about slide decks?", "who is joining her in June?",
+    "what happened with the on-call rotation?", "where is she travelling this weekend?",
+]  # fmt: skip
+
+
+def vocabulary(rng: random.Random, size: int = 5000) -> list[str]:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return ["".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(size)]
+
+
+def build(folder: Path, entities: int, per_entity: int, dim: int) -> Memori:
+    rng = random.Random(1)
+    words = vocabulary(rng)
+    weights = [1 / (i + 1) for i in range(len(words))]  # Zipf-like, as real text
+    source = folder / "messages.jsonl"
+    with open(source, "w") as handle:
+        for e in range(entities):
+            for i in range(per_entity):
+                text = " ".join(rng.choices(words, weights, k=rng.randint(8, 30)))
+                handle.write(json.dumps({"role": "user", "content": text, "entity": f"e{e}",
+                                         "session": f"s{i // 40}"}) + "\n")  # fmt: skip
+    mem = Memori(conn=folder / "bench.db")
+    started = time.perf_counter()
+    mem.import_file(source)
+    print(f"  imported {entities * per_entity:,} messages in {time.perf_counter() - started:.0f} s")
+    started = time.perf_counter()
+    model = mem.embedder().name  # type: ignore[union-attr]
+    np_rng = np.random.default_rng(2)
+    after = 0
+    while True:
+        rows = mem.store.conn.execute(
+            "SELECT id FROM messages WHERE id > ? ORDER BY id LIMIT 20000", (after,)
+        ).fetchall()
+        if not rows:
+            break
+        ids = [r[0] for r in rows]
+        matrix = np_rng.standard_normal((len(ids), dim)).astype(np.float32)
+        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+        vectors.add(mem.store, model, ids, matrix)
+        after = ids[-1]
+    print(f"  stored {after:,} vectors in {time.perf_counter() - started:.0f} s")
+    return mem
+
+
+def latency(fn, queries: list[str]) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    fn(queries[0])  # warm-up
+    times = []
+    for q in queries:
+        started = time.perf_counter()
+        fn(q)
+        times.append(time.perf_counter() - started)
+    times.sort()
+    return statistics.median(times) * 1000, times[int(0.95 * (len(times) - 1))] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--queries", type=int, default=40)
+    args = parser.parse_args()
+    embedder = load("minilm")
+    rng = random.Random(3)
+    print("embedding throughput (all-MiniLM-L6-v2, numpy), on the example transcript's turns:")
+    turns = [json.loads(line)["content"] for line in EXAMPLES.read_text().splitlines()]
+    sentences = (turns * 12)[:256]
+    embedder.embed(sentences[:8])
+    started = time.perf_counter()
+    embedder.embed(sentences)
+    print(f"  batch: {len(sentences) / (time.perf_counter() - started):.0f} sentences/s")
+    started = time.perf_counter()
+    for s in sentences[:50]:
+        embedder.embed([s])
+    single = (time.perf_counter() - started) / 50
+    print(f"  single: {1 / single:.0f} sentences/s ({single * 1000:.1f} ms each)")
+    for size in args.sizes:
+        measure(size, args.queries, embedder.dim, rng)
+
+
+def measure(size: str, count: int, dim: int, rng: random.Random) -> None:
+    entities, per_entity = SIZES[size]
+    print(f"\n{size}: {entities} entit{'y' if entities == 1 else 'ies'} x {per_entity:,} messages")
+    with tempfile.TemporaryDirectory() as tmp:
+        mem = build(Path(tmp), entities, per_entity, dim)
+        words = vocabulary(random.Random(1))[:2000]
+        # Real questions (their embedding cost is real) plus words the store holds.
+        queries = [f"{rng.choice(QUESTIONS)} {' '.join(rng.choices(words, k=2))}"
+                   for _ in range(count)]  # fmt: skip
+
+        def pick() -> str:
+            return f"e{rng.randrange(entities)}"
+
+        hybrid = latency(lambda q: mem.recall(q, 10, entity_id=pick()), queries)
+        lexical = latency(
+            lambda q: search_messages(mem.store, q, entity_id=pick(), limit=10), queries
+        )
+        print(f"  hybrid recall (query embedding included): median {hybrid[0]:.1f} ms, "
+              f"p95 {hybrid[1]:.1f} ms")  # fmt: skip
+        print(f"  lexical recall before this release:       median {lexical[0]:.1f} ms, "
+              f"p95 {lexical[1]:.1f} ms")  # fmt: skip
+        mem.close()
+
+
+if __name__ == "__main__":
+    main()
