@@ -48,21 +48,33 @@ def native(record: Any) -> list[RawMessage]:
     return [dict(record, where="")]
 
 
-def messages(record: Any) -> list[RawMessage]:
-    """``{"messages": [{"role", "content", ...}, ...]}``: one conversation per record."""
-    if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
-        raise RecordError("expected an object with a 'messages' list")
-    items = record["messages"]
+def _turns(
+    record: Any, key: str, convert: Callable[[dict[str, Any]], RawMessage | str]
+) -> list[RawMessage]:
+    """The messages of a conversation record whose turns are the list ``record[key]``.
+
+    ``convert`` maps one turn to a raw message, or to an error string naming what is wrong.
+    """
+    if not isinstance(record, dict) or not isinstance(record.get(key), list):
+        raise RecordError(f"expected an object with a '{key}' list")
+    items = record[key]
     session = _conversation_session(record, items)
     out: list[RawMessage] = []
     for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            out.append({"where": f"messages[{i}]", "error": "expected a JSON object"})
+        where = f"{key}[{i}]"
+        converted = convert(item) if isinstance(item, dict) else "expected a JSON object"
+        if isinstance(converted, str):
+            out.append({"where": where, "error": converted})
             continue
-        message = dict(item, where=f"messages[{i}]")
-        message.setdefault("session", session)
-        out.append(_inherit(record, message))
+        converted["where"] = where
+        converted.setdefault("session", session)
+        out.append(_inherit(record, converted))
     return out
+
+
+def messages(record: Any) -> list[RawMessage]:
+    """``{"messages": [{"role", "content", ...}, ...]}``: one conversation per record."""
+    return _turns(record, "messages", dict)
 
 
 _SHAREGPT_ROLES = {
@@ -75,24 +87,15 @@ _SHAREGPT_ROLES = {
 
 def sharegpt(record: Any) -> list[RawMessage]:
     """ShareGPT: ``{"id"?, "conversations": [{"from", "value"}, ...]}``."""
-    if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):
-        raise RecordError("expected an object with a 'conversations' list")
-    items = record["conversations"]
-    session = _conversation_session(record, items)
-    out: list[RawMessage] = []
-    for i, turn in enumerate(items):
-        where = f"conversations[{i}]"
-        if not isinstance(turn, dict):
-            out.append({"where": where, "error": "expected a JSON object"})
-            continue
+
+    def convert(turn: dict[str, Any]) -> RawMessage | str:
         speaker = turn.get("from")
-        role = _SHAREGPT_ROLES.get(str(speaker).lower()) if isinstance(speaker, str) else None
+        role = _SHAREGPT_ROLES.get(speaker.lower()) if isinstance(speaker, str) else None
         if role is None:
-            out.append({"where": where, "error": f"field 'from': unknown speaker {speaker!r}"})
-            continue
-        message = {"role": role, "content": turn.get("value"), "session": session, "where": where}
-        out.append(_inherit(record, message))
-    return out
+            return f"field 'from': unknown speaker {speaker!r}"
+        return {"role": role, "content": turn.get("value")}
+
+    return _turns(record, "conversations", convert)
 
 
 def chatgpt(record: Any) -> list[RawMessage]:
@@ -161,15 +164,8 @@ def _chatgpt_text(content: Any) -> str:
 
 def claude(record: Any) -> list[RawMessage]:
     """A Claude.ai export conversation: ``chat_messages`` with ``sender`` human/assistant."""
-    if not isinstance(record, dict) or not isinstance(record.get("chat_messages"), list):
-        raise RecordError("expected a conversation object with 'chat_messages'")
-    session = record.get("uuid") or _conversation_session(record, record["chat_messages"])
-    out: list[RawMessage] = []
-    for i, msg in enumerate(record["chat_messages"]):
-        where = f"chat_messages[{i}]"
-        if not isinstance(msg, dict):
-            out.append({"where": where, "error": "expected a JSON object"})
-            continue
+
+    def convert(msg: dict[str, Any]) -> RawMessage | str:
         sender = msg.get("sender")
         role = (
             {"human": "user", "assistant": "assistant"}.get(sender)
@@ -177,8 +173,7 @@ def claude(record: Any) -> list[RawMessage]:
             else None
         )
         if role is None:
-            out.append({"where": where, "error": f"field 'sender': unknown sender {sender!r}"})
-            continue
+            return f"field 'sender': unknown sender {sender!r}"
         text = msg.get("text")
         if not isinstance(text, str) or not text.strip():
             content = msg.get("content")
@@ -186,17 +181,14 @@ def claude(record: Any) -> list[RawMessage]:
             text = "\n".join(
                 b["text"] for b in blocks if isinstance(b, dict) and isinstance(b.get("text"), str)
             )
-        out.append(
-            {
-                "role": role,
-                "content": text,
-                "timestamp": msg.get("created_at"),
-                "id": msg.get("uuid"),
-                "session": session,
-                "where": where,
-            }
-        )
-    return out
+        return {
+            "role": role,
+            "content": text,
+            "timestamp": msg.get("created_at"),
+            "id": msg.get("uuid"),
+        }
+
+    return _turns(record, "chat_messages", convert)
 
 
 CONVERTERS: dict[str, Callable[[Any], list[RawMessage]]] = {
