@@ -52,16 +52,14 @@ def recall_command(
         return
     table = Table(show_lines=False, expand=True)
     table.add_column("score", no_wrap=True, justify="right")
-    table.add_column("when", no_wrap=True)
-    table.add_column("who", no_wrap=True, max_width=12)
     table.add_column("content", ratio=1, overflow="fold")
-    table.add_column("source", max_width=24, overflow="fold")
+    table.add_column("said by, on", max_width=18, overflow="fold")
+    table.add_column("session / source", max_width=20, overflow="fold")
     for hit in hits:
         table.add_row(
             f"{hit.score:.2f}",
-            hit.created_at[:10],
-            escape(hit.name or hit.role or hit.kind),
             escape(_clip(hit.content)),
+            escape(f"{hit.name or hit.role or hit.kind}, {hit.created_at[:10]}"),
             escape(f"{hit.session} / {', '.join(hit.source_ids)}"),
         )
     out.print(table)
