@@ -219,3 +219,17 @@ def test_without_an_embedding_model_recall_is_lexical_and_says_so_once(
             mem.augment()
     finally:
         embed.load.cache_clear()
+
+
+def test_neighbours_are_held_to_the_filters(hmem: Memori) -> None:
+    hmem.add_messages([
+        {"role": "user", "content": "what did the vet say?", "timestamp": "2024-01-01T10:00:00"},
+        {"role": "assistant", "content": "all healthy", "timestamp": "2024-01-01T10:01:00"},
+        {"role": "user", "content": "the vet visit went well", "timestamp": "2024-03-01T10:00:00"},
+    ])  # fmt: skip
+    everything = [h.content for h in hmem.recall("vet", explain=True)]
+    assert "all healthy" in everything  # reached as the question's neighbour
+    early = [h.content for h in hmem.recall("vet", until="2024-01-01T10:00:30+00:00")]
+    assert early == ["what did the vet say?"]
+    late = [h.content for h in hmem.recall("vet", since="2024-02-01T00:00:00+00:00")]
+    assert late == ["the vet visit went well"]

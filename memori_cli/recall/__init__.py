@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..store import Store
-from ..store.messages import get_messages, neighbours, speakers
+from ..store.messages import filter_ids, get_messages, neighbours, speakers
 from .hybrid import RankingConfig, candidates, fuse, mentioned_speakers, rank
 
 __all__ = ["RankingConfig", "RecallHit", "recall"]
@@ -69,6 +69,10 @@ def recall(
     )  # fmt: skip
     around = neighbours(store, [row["id"] for row in lexical]) if config.neighbour_weight else {}
     fused = fuse(lexical, nearest, config, around)
+    if process_id is not None or since is not None or until is not None:
+        # Neighbours joined after the filtered searches: hold them to the same filters.
+        allowed = filter_ids(store, list(fused), process_id, since, until)
+        fused = {mid: parts for mid, parts in fused.items() if mid in allowed}
     rows = {row["id"]: row for row in lexical}
     missing = [mid for mid in fused if mid not in rows]
     rows.update(get_messages(store, missing))

@@ -12,6 +12,7 @@ import numpy as np
 from ..store import Store, vectors
 from ..store.fts import WORD as _WORD
 from ..store.fts import search_messages
+from ..store.messages import filter_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,21 +143,6 @@ def candidates(
         k = config.candidates * (4 if filtered else 1)
         nearest = vectors.knn(store, entity_id, query_vector, k)
         if filtered and nearest:
-            allowed = store_filter(store, [mid for mid, _ in nearest], process_id, since, until)
+            allowed = filter_ids(store, [mid for mid, _ in nearest], process_id, since, until)
             nearest = [(mid, d) for mid, d in nearest if mid in allowed][: config.candidates]
     return lexical, nearest
-
-
-def store_filter(
-    store: Store, ids: list[int], process_id: str | None, since: str | None, until: str | None
-) -> set[int]:
-    """The subset of message ``ids`` passing the process and time filters."""
-    where = [f"id IN ({','.join('?' * len(ids))})"]
-    params: list[Any] = list(ids)
-    for clause, value in (("process_id = ?", process_id), ("created_at >= ?", since),
-                          ("created_at < ?", until)):  # fmt: skip
-        if value is not None:
-            where.append(clause)
-            params.append(value)
-    rows = store.conn.execute(f"SELECT id FROM messages WHERE {' AND '.join(where)}", params)
-    return {int(mid) for (mid,) in rows}

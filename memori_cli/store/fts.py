@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from .core import Store
+from .messages import filter_clauses
 
 WORD = re.compile(r"\w+")
 # At most this many distinct words go into one query, so 10 KB of pasted text stays fast.
@@ -76,16 +77,9 @@ def search_messages(
         # store this would only add work.
         escaped = entity_id.replace('"', '""')
         expression = f'entity_id : "{escaped}" AND {expression}'
-    where = ["messages_fts MATCH ?", "m.entity_id = ?"]
-    params: list[Any] = [expression, entity_id]
-    for clause, value in (
-        ("m.process_id = ?", process_id),
-        ("m.created_at >= ?", since),
-        ("m.created_at < ?", until),
-    ):
-        if value is not None:
-            where.append(clause)
-            params.append(value)
+    clauses, values = filter_clauses(process_id, since, until)
+    where = ["messages_fts MATCH ?", "m.entity_id = ?", *clauses]
+    params: list[Any] = [expression, entity_id, *values]
     sql = f"""
         SELECT m.id, m.role, m.content, m.name, m.created_at, m.external_id, m.entity_id,
                m.process_id, s.name AS session, m.trust, m.uses,

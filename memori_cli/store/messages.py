@@ -230,3 +230,33 @@ def neighbours(store: Store, ids: Sequence[int]) -> dict[int, tuple[int | None, 
         ids,
     )
     return {int(mid): (before, after) for mid, before, after in rows}
+
+
+def filter_clauses(
+    process_id: str | None, since: str | None, until: str | None, *, alias: str = "m"
+) -> tuple[list[str], list[Any]]:
+    """SQL conditions (and their parameters) for recall's process and time filters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for clause, value in (("process_id = ?", process_id), ("created_at >= ?", since),
+                          ("created_at < ?", until)):  # fmt: skip
+        if value is not None:
+            clauses.append(f"{alias}.{clause}")
+            params.append(value)
+    return clauses, params
+
+
+def filter_ids(
+    store: Store, ids: Sequence[int], process_id: str | None, since: str | None, until: str | None
+) -> set[int]:
+    """The subset of message ``ids`` passing the process and time filters."""
+    ids = list(ids)
+    clauses, params = filter_clauses(process_id, since, until)
+    if not ids or not clauses:
+        return set(ids)
+    rows = store.conn.execute(
+        f"SELECT m.id FROM messages m WHERE m.id IN ({','.join('?' * len(ids))}) AND "
+        + " AND ".join(clauses),
+        [*ids, *params],
+    )
+    return {int(mid) for (mid,) in rows}
