@@ -165,28 +165,20 @@ class Memori:
         """Run pending augmentation now: embed every message that has no vector yet.
 
         Returns how many messages were embedded. Raises ``EmbeddingUnavailable`` when no
-        embedding model can be loaded.
+        embedding model can be loaded or the index was built with another one.
         """
         embedder = self.embedder()
         if embedder is None:
             return 0
-        if self.index_stale():
-            raise embed.EmbeddingUnavailable(self._stale_message(embedder))
+        stale = self._stale(embedder)
+        if stale:
+            raise embed.EmbeddingUnavailable(stale)
         return embed_pending(self.store, embedder, progress=progress)
 
     def index_stale(self) -> bool:
         """Whether the stored vectors were made by another model than the one configured."""
         embedder = self.embedder()
-        built = vectors.index_model(self.store)
-        return (
-            embedder is not None
-            and built is not None
-            and built
-            != (
-                embedder.name,
-                embedder.dim,
-            )
-        )
+        return embedder is not None and self._stale(embedder) is not None
 
     def reembed(self, *, progress: importers.ProgressCallback | None = None) -> int:
         """Drop every vector and embed all messages again with the configured model."""
@@ -195,11 +187,14 @@ class Memori:
         vectors.reset(self.store)
         return self.augment(progress=progress)
 
-    def _stale_message(self, embedder: embed.Embedder) -> str:
+    def _stale(self, embedder: embed.Embedder) -> str | None:
+        """Why the vector index cannot serve ``embedder``, or None if it can."""
         built = vectors.index_model(self.store)
+        if built is None or built == (embedder.name, embedder.dim):
+            return None
         return (
-            f"the vector index was built with {built[0] if built else '?'}, but the configured "
-            f"model is {embedder.name}; recall is lexical until you run `memori reembed`"
+            f"the vector index was built with {built[0]}, but the configured model is "
+            f"{embedder.name}; recall is lexical until you run `memori reembed`"
         )
 
     def _query_vector(self, query: str) -> np.ndarray | None:
@@ -213,8 +208,9 @@ class Memori:
             return None
         if embedder is None:
             return None
-        if self.index_stale():
-            self._warn_once("stale", self._stale_message(embedder))
+        stale = self._stale(embedder)
+        if stale:
+            self._warn_once("stale", stale)
             return None
         return np.asarray(embedder.embed([query])[0], dtype=np.float32)
 

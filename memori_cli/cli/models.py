@@ -39,12 +39,7 @@ def augment_command(
     Recall works before this (lexically for what is not embedded yet); this makes it
     semantic too. Safe to interrupt and to re-run.
     """
-    mem = state(ctx).memori()
-    embedded = run_embedding(mem, rebuild=False, json_output=json_output)
-    if json_output:
-        print_json({"embedded": embedded, "pending": vectors.pending_count(mem.store)})
-    else:
-        err.print(f"Embedded {embedded} messages.")
+    _embed(ctx, rebuild=False, json_output=json_output)
 
 
 @handle_errors
@@ -53,12 +48,16 @@ def reembed_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print counts as JSON.")] = False,
 ) -> None:
     """Rebuild the vector index with the configured embedding model (after changing models)."""
+    _embed(ctx, rebuild=True, json_output=json_output)
+
+
+def _embed(ctx: typer.Context, *, rebuild: bool, json_output: bool) -> None:
     mem = state(ctx).memori()
-    embedded = run_embedding(mem, rebuild=True, json_output=json_output)
+    embedded = run_embedding(mem, rebuild=rebuild, json_output=json_output)
     if json_output:
-        print_json({"embedded": embedded})
+        print_json({"embedded": embedded, "pending": vectors.pending_count(mem.store)})
     else:
-        err.print(f"Re-embedded {embedded} messages with {mem.embedder().name}.")  # type: ignore[union-attr]
+        err.print(f"Embedded {embedded} messages.")
 
 
 @model_app.command("pull")

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..store import Store
-from ..store.messages import filter_ids, get_messages, neighbours, speakers
+from ..store.messages import get_messages, neighbours, speakers
 from .hybrid import RankingConfig, candidates, fuse, mentioned_speakers, rank
 
 __all__ = ["RankingConfig", "RecallHit", "recall"]
@@ -69,13 +69,13 @@ def recall(
     )  # fmt: skip
     around = neighbours(store, [row["id"] for row in lexical]) if config.neighbour_weight else {}
     fused = fuse(lexical, nearest, config, around)
-    if process_id is not None or since is not None or until is not None:
-        # Neighbours joined after the filtered searches: hold them to the same filters.
-        allowed = filter_ids(store, list(fused), process_id, since, until)
-        fused = {mid: parts for mid, parts in fused.items() if mid in allowed}
     rows = {row["id"]: row for row in lexical}
-    missing = [mid for mid in fused if mid not in rows]
-    rows.update(get_messages(store, missing))
+    rows.update(get_messages(store, [mid for mid in fused if mid not in rows]))
+    # Neighbours joined after the filtered searches: hold them to the same filters.
+    for mid, parts in list(fused.items()):
+        neighbour_only = "lexical_rank" not in parts and "vector_rank" not in parts
+        if neighbour_only and (mid not in rows or not _passes(rows[mid], process_id, since, until)):
+            del fused[mid]
     hits = []
     for message_id, score, parts in rank(fused, rows, config, speakers=about)[:limit]:
         row = rows[message_id]
@@ -89,3 +89,14 @@ def recall(
             )
         )  # fmt: skip
     return hits
+
+
+def _passes(
+    row: dict[str, Any], process_id: str | None, since: str | None, until: str | None
+) -> bool:
+    """Whether a message row passes the process and time filters (as the SQL ones do)."""
+    return (
+        (process_id is None or row["process_id"] == process_id)
+        and (since is None or row["created_at"] >= since)
+        and (until is None or row["created_at"] < until)
+    )
