@@ -1,22 +1,95 @@
-"""Settings: defaults, overridden by environment variables (``MEMORI_*``)."""
+"""Settings: defaults, overridden by ``$MEMORI_HOME/config.toml``, overridden by environment
+variables (``MEMORI_*``).
+
+``config.toml`` holds what ``memori model add`` registers::
+
+    [models]
+    chat = "/home/me/models/qwen2.5-1.5b-instruct-q4_k_m.gguf"   # extraction (and chat)
+    embedding = "minilm"                                          # or a .gguf path, or none
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from . import paths
 from .attribution import DEFAULT_ENTITY
+from .errors import MemoriError
 from .recall.hybrid import RankingConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found]
 
 if TYPE_CHECKING:
     from .store import Store
 
 
+def config_path() -> Path:
+    """The settings file: ``$MEMORI_HOME/config.toml`` or the platform's data folder's."""
+    return paths.data_dir() / "config.toml"
+
+
+def read_file() -> dict[str, Any]:
+    """The settings file's contents ({} if there is none); a broken file is an error."""
+    path = config_path()
+    if not path.exists():
+        return {}
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise MemoriError(f"{path} is not valid TOML: {exc}") from None
+    return data
+
+
+def set_model(role: str, value: str) -> Path:
+    """Record ``value`` as the ``role`` model (``chat`` or ``embedding``) in the settings file."""
+    data = read_file()
+    models = dict(data.get("models", {}))
+    models[role] = value
+    data["models"] = models
+    path = config_path()
+    paths.ensure_private_dir(path.parent)
+    lines = []
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            continue
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {_toml_string(str(v))}" for key, v in values.items()]
+        lines.append("")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _toml_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped) + '"'
+
+
+def _model(role: str, env: str, default: str) -> str:
+    if os.environ.get(env):
+        return os.environ[env]
+    value = read_file().get("models", {}).get(role)
+    return str(value) if value else default
+
+
 def embedding_model() -> str:
-    """The embedding model: ``$MEMORI_EMBEDDING_MODEL`` (``minilm``, a ``.gguf`` path or
-    ``none``), else ``minilm``."""
-    return os.environ.get("MEMORI_EMBEDDING_MODEL") or "minilm"
+    """The embedding model: ``$MEMORI_EMBEDDING_MODEL``, else config.toml's, else ``minilm``
+    (``minilm``, a ``.gguf`` path, or ``none``)."""
+    return _model("embedding", "MEMORI_EMBEDDING_MODEL", "minilm")
+
+
+def chat_model() -> str:
+    """The GGUF chat model used for extraction: ``$MEMORI_CHAT_MODEL``, else config.toml's,
+    else ``none`` (the rule extractor)."""
+    return _model("chat", "MEMORI_CHAT_MODEL", "none")
 
 
 def default_entity() -> str:
@@ -42,4 +115,6 @@ class Config:
     storage: StorageConfig
     #: ``minilm``, a path to a ``.gguf`` embedding model, or ``none``.
     embedding_model: str = dataclasses.field(default_factory=embedding_model)
+    #: A path to a ``.gguf`` chat model for extraction, or ``none`` for the rule extractor.
+    chat_model: str = dataclasses.field(default_factory=chat_model)
     ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)

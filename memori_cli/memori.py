@@ -15,13 +15,16 @@ import numpy as np
 
 from . import embed, importers, recall
 from .attribution import Attribution, new_session_id, validate_id
-from .augment.embedding import embed_pending
+from .augment.embedding import embed_pending, embed_pending_memories
+from .augment.extract import Extractor
+from .augment.pipeline import AugmentReport, Pipeline
 from .config import Config, StorageConfig, default_entity
 from .errors import RecallWarning
 from .importers.formats import RecordError
 from .importers.normalize import Defaults, Occurrences, normalize
 from .recall import RecallHit
-from .store import Store, connect, vectors
+from .store import Store, connect, jobs, vectors
+from .store import memories as store_memories
 from .store import messages as store_messages
 
 
@@ -38,10 +41,12 @@ class Memori:
         conn: str | os.PathLike[str] | connect.ConnectionFactory | None = None,
         *,
         embedder: embed.Embedder | None = None,
+        extractor: Extractor | None = None,
     ):
         self.store = Store(conn)
         self.config = Config(storage=StorageConfig(self.store))
         self._embedder = embedder
+        self._extractor = extractor
         self._warned: set[str] = set()
         self._attribution: contextvars.ContextVar[Attribution | None] = contextvars.ContextVar(
             f"memori_attribution_{id(self)}", default=None
@@ -161,29 +166,56 @@ class Memori:
             self._embedder = embed.load(self.config.embedding_model)
         return self._embedder
 
-    def augment(self, *, progress: importers.ProgressCallback | None = None) -> int:
-        """Run pending augmentation now: embed every message that has no vector yet.
+    def extractor(self) -> Extractor:
+        """The memory extractor: the configured GGUF chat model, else the rule extractor."""
+        if self._extractor is None:
+            if self.config.chat_model != "none":
+                from .augment.llm import LlamaCppExtractor
 
-        Returns how many messages were embedded. Raises ``EmbeddingUnavailable`` when no
-        embedding model can be loaded or the index was built with another one.
+                self._extractor = LlamaCppExtractor(self.config.chat_model)
+            else:
+                from .augment.rules import RuleExtractor
+
+                self._extractor = RuleExtractor()
+        return self._extractor
+
+    def pipeline(self, *, stop: Any = None) -> Pipeline:
+        """A job pipeline over this store with the configured extractor and embedder.
+
+        Without a usable embedder, memories are still extracted; vectors come later.
         """
+        try:
+            embedder = self.embedder()
+        except embed.EmbeddingUnavailable as exc:
+            self._warn_once("embedder", f"{exc}; memories are extracted without vectors")
+            embedder = None
+        return Pipeline(self.store, self.extractor(), embedder, stop=stop)
+
+    def augment(self, *, progress: importers.ProgressCallback | None = None) -> AugmentReport:
+        """Run pending augmentation now, in this thread: every due job (typed memories,
+        triples, summaries, message vectors), then any message or memory still without a
+        vector. Safe to interrupt and to run beside the daemon."""
+        report = self.pipeline().drain(progress=progress)
         embedder = self.embedder()
         if embedder is None:
-            return 0
+            return report
         stale = self._stale(embedder)
         if stale:
             raise embed.EmbeddingUnavailable(stale)
-        return embed_pending(self.store, embedder, progress=progress)
+        report.embedded += embed_pending(self.store, embedder, progress=progress)
+        embed_pending_memories(self.store, embedder)
+        return report
 
     def index_stale(self) -> bool:
         """Whether the stored vectors were made by another model than the one configured."""
         embedder = self.embedder()
         return embedder is not None and self._stale(embedder) is not None
 
-    def reembed(self, *, progress: importers.ProgressCallback | None = None) -> int:
-        """Drop every vector and embed all messages again with the configured model."""
+    def reembed(self, *, progress: importers.ProgressCallback | None = None) -> AugmentReport:
+        """Drop every vector and embed all messages and memories again with the configured
+        model."""
         if self.embedder() is None:
-            return 0
+            return AugmentReport()
         vectors.reset(self.store)
         return self.augment(progress=progress)
 
@@ -230,11 +262,14 @@ class Memori:
         since: str | None = None,
         until: str | None = None,
         explain: bool = False,
+        as_of: str | None = None,
+        memories: bool = True,
     ) -> list[RecallHit]:
         """What memory holds about ``query`` for the entity (current attribution by default).
 
-        Hybrid: bm25 over every message and vector search over those embedded so far, fused and
-        ranked by recency, trust and use. ``explain`` adds each hit's score components.
+        Hybrid: bm25 over every message and memory, vector search over those embedded so far,
+        fused and ranked by recency, trust and use. Memories are those true now, or at
+        ``as_of`` (an ISO date). ``explain`` adds each hit's score components.
         """
         entity = (
             self.current.entity_id if entity_id is None else validate_id(entity_id, "entity_id")
@@ -252,6 +287,8 @@ class Memori:
             limit=max(0, int(limit)),
             config=self.config.ranking,
             explain=explain,
+            as_of=as_of,
+            memories=memories,
         )
 
     async def arecall(self, query: str, limit: int = 10, **options: Any) -> list[RecallHit]:
@@ -260,10 +297,55 @@ class Memori:
 
     def mark_used(self, hits: Iterable[RecallHit]) -> int:
         """Record that these hits were used (e.g. put in a prompt); used items rank higher."""
-        by_entity: dict[str, list[int]] = {}
+        by_key: dict[tuple[str, bool], list[int]] = {}
         for hit in hits:
-            by_entity.setdefault(hit.entity, []).append(hit.id)
-        return sum(store_messages.mark_used(self.store, e, ids) for e, ids in by_entity.items())
+            by_key.setdefault((hit.entity, hit.kind == "message"), []).append(hit.id)
+        return sum(
+            (store_messages if message else store_memories).mark_used(self.store, entity, ids)
+            for (entity, message), ids in by_key.items()
+        )
+
+    # -- memories and jobs ---------------------------------------------------------------
+    def memories(
+        self,
+        entity_id: str | None = None,
+        *,
+        kind: str | None = None,
+        as_of: str | None = None,
+        history: bool = False,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """The entity's memories, newest first: current ones, those true at ``as_of``, or with
+        ``history`` every one ever made (superseded ones too)."""
+        entity = (
+            self.current.entity_id if entity_id is None else validate_id(entity_id, "entity_id")
+        )
+        return store_memories.list_memories(
+            self.store, entity, kind=kind, as_of=as_of, history=history, limit=limit
+        )
+
+    def memory(self, memory_id: int) -> dict[str, Any] | None:
+        """One memory with its sources, or None."""
+        return store_memories.get_memories(self.store, [memory_id]).get(int(memory_id))
+
+    def memory_history(self, memory_id: int) -> list[dict[str, Any]]:
+        """Every memory that held the same slot about the same person, oldest first."""
+        return store_memories.history(self.store, memory_id)
+
+    def forget_memory(self, memory_id: int) -> bool:
+        """Delete one memory, from FTS and vectors too; True if it existed."""
+        found = store_memories.forget_memory(self.store, memory_id)
+        if found:
+            self.store.checkpoint()
+        return found
+
+    def jobs(self, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Augmentation jobs, newest first (all but done ones, or of one ``status``)."""
+        return jobs.list_jobs(self.store, status=status, limit=limit)
+
+    def retry_jobs(self, job_ids: list[int] | None = None) -> int:
+        """Requeue failed jobs (all, or those listed); returns how many."""
+        return jobs.retry_failed(self.store, job_ids)
 
     def sessions(self, entity_id: str | None = None) -> list[dict[str, Any]]:
         """Sessions with message counts, of one entity or of all."""

@@ -153,7 +153,7 @@ def evaluate(data: list[dict[str, Any]], *, quiet: bool = False) -> dict[str, An
             known = write_native(sample, source)
             mem.import_file(source, entity_id=entity)
             start = time.perf_counter()
-            embedded = mem.augment()
+            embedded = mem.augment().embedded
             if not quiet:
                 print(f"{entity}: {len(known)} turns, {embedded} embedded in "
                       f"{time.perf_counter() - start:.1f} s", file=sys.stderr)  # fmt: skip

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import HashingEmbedder
+
 from memori_cli import Memori
 
 
@@ -17,21 +19,28 @@ def file_bytes(db: Path) -> bytes:
 
 def test_forget_entity_removes_rows_fts_and_bytes(tmp_path: Path) -> None:
     db = tmp_path / "memori.db"
-    mem = Memori(conn=db)
+    mem = Memori(conn=db, embedder=HashingEmbedder())
     with mem.attribution(entity_id="victim"):
         mem.add_messages([
-            {"role": "user", "content": "my diary word is Zanzibarquux", "name": "Vicky"},
+            {"role": "user", "content": "I live in Zanzibarquux. I love Blorptastic cake.",
+             "name": "Vicky"},
             {"role": "assistant", "content": "noted Zanzibarquux"},
         ])  # fmt: skip
     with mem.attribution(entity_id="keeper"):
         mem.add_messages([{"role": "user", "content": "keeper keeps Quagmirefoo"}])
+    report = mem.augment()
+    assert report.memories_created == 2 and report.triples == 2  # lives in, likes
     assert b"Zanzibarquux" in file_bytes(db)
 
     removed = mem.forget("victim")
-    assert removed == {"messages": 2, "jobs": 1, "sessions": 1, "entities": 1}
+    assert removed == {
+        "messages": 2, "jobs": 1, "sessions": 1, "entities": 1, "memories": 2, "triples": 2,
+        "session_summaries": 1,
+    }  # fmt: skip
     assert mem.recall("Zanzibarquux", entity_id="victim") == []
     conn = mem.store.conn
-    for table in ("messages", "sessions", "jobs", "entities"):
+    for table in ("messages", "sessions", "jobs", "entities", "memories", "triples",
+                  "memory_embeddings", "message_embeddings"):  # fmt: skip
         column = "id" if table == "entities" else "entity_id"
         assert (
             conn.execute(f"SELECT count(*) FROM {table} WHERE {column} = 'victim'").fetchone()[0]
@@ -49,6 +58,6 @@ def test_forget_entity_removes_rows_fts_and_bytes(tmp_path: Path) -> None:
     ]
     mem.close()
     data = file_bytes(db)
-    for needle in (b"Zanzibarquux", b"zanzibarquux", b"Vicky", b"victim"):
+    for needle in (b"Zanzibarquux", b"zanzibarquux", b"Blorptastic", b"Vicky", b"victim"):
         assert needle not in data, needle
     assert b"Quagmirefoo" in data

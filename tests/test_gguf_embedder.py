@@ -56,7 +56,7 @@ def test_gguf_model_chosen_in_config(
     monkeypatch.setenv("MEMORI_EMBEDDING_MODEL", str(model))
     mem = Memori(conn=tmp_path / "g.db")
     mem.add_messages([{"role": "user", "content": "my sister lives in paris"}])
-    assert mem.augment() == 1
+    assert mem.augment().embedded == 1
     assert mem.store.conn.execute("SELECT model, dim FROM message_embeddings").fetchone() == (
         mem.embedder().name,  # type: ignore[union-attr]
         32,

@@ -79,7 +79,7 @@ def test_semantic_recall_finds_what_bm25_cannot(tmp_path: Path) -> None:
     for text in ("I just moved to Lisbon from Toronto", "My favourite food is ramen"):
         mem.new_session()
         mem.add_messages([{"role": "user", "content": text}])
-    assert mem.augment() == 2
+    assert mem.augment().embedded == 2
     hits = mem.recall("which city is her home now?", limit=1)
     assert hits[0].content == "I just moved to Lisbon from Toronto"
 
@@ -121,14 +121,14 @@ def test_recall_is_lexical_until_embedded(hmem: Memori) -> None:
     (hit,) = hmem.recall("tulips")
     assert hit.content == "tulips in spring"
     assert vectors.pending_count(hmem.store) == 1
-    assert hmem.augment() == 1 and hmem.augment() == 0
+    assert hmem.augment().embedded == 1 and hmem.augment().embedded == 0
 
 
 def test_model_change_is_detected_and_reembed_rebuilds(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     first = Memori(conn=path, embedder=HashingEmbedder("model-a", 32))
     first.add_messages([{"role": "user", "content": f"fact {i} about owls"} for i in range(5)])
-    assert first.augment() == 5
+    assert first.augment().embedded == 5
     first.close()
 
     second = Memori(conn=path, embedder=HashingEmbedder("model-b", 48))
@@ -138,7 +138,7 @@ def test_model_change_is_detected_and_reembed_rebuilds(tmp_path: Path) -> None:
     assert len(hits) == 5  # still answered, lexically
     with pytest.raises(Exception, match="reembed"):
         second.augment()
-    assert second.reembed() == 5
+    assert second.reembed().embedded == 5
     assert not second.index_stale()
     assert vectors.index_model(second.store) == ("model-b", 48)
     models = second.store.conn.execute(

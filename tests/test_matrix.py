@@ -105,7 +105,7 @@ def test_forget_and_reembed_drop_and_rebuild_the_copies(big: Memori) -> None:
     big.forget("big")
     assert not matrices.exists("big") and matrices.exists("small")
     assert len(list(matrices.folder.glob("*.f32"))) == 1
-    assert big.reembed() == 40
+    assert big.reembed().embedded == 40
     assert matrices.exists("small")  # rebuilt by re-embedding
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..embed import Embedder
-from ..store import Store, vectors
+from ..store import Store, memories, vectors
 
 BATCH = 64
 
@@ -46,4 +46,13 @@ def embed_pending(
         after = rows[-1]["id"]
         if progress is not None:
             progress(min(done, total), total)
+    return done
+
+
+def embed_pending_memories(store: Store, embedder: Embedder, *, batch: int = BATCH) -> int:
+    """Embed memories made while no embedder was available; returns how many."""
+    done = 0
+    while rows := memories.pending_memories(store, batch):
+        matrix = embedder.embed([content for _, _, content in rows])
+        done += memories.add_memory_vectors(store, embedder.name, rows, matrix)
     return done

@@ -33,7 +33,8 @@ def import_command(
         str | None, typer.Option(help="Session for records whose file sets none.")
     ] = None,
     wait: Annotated[
-        bool, typer.Option("--wait", help="Then embed the new messages before returning.")
+        bool,
+        typer.Option("--wait", help="Then augment (extract memories, embed) before returning."),
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -69,11 +70,12 @@ def import_command(
             path, format=format, entity_id=entity, process_id=process, session_id=session
         )
     if wait:
-        from .models import run_embedding
+        from .models import describe, run_augment
 
-        embedded = run_embedding(mem, rebuild=False, json_output=json_output)
+        augmented = run_augment(mem, rebuild=False, json_output=json_output)
     if json_output:
-        print_json(report.to_dict() | ({"embedded": embedded} if wait else {}))
+        extra = {"embedded": augmented.embedded, "augment": augmented.to_dict()} if wait else {}
+        print_json(report.to_dict() | extra)
     else:
         for rejected in report.rejected:
             err.print(
@@ -89,6 +91,6 @@ def import_command(
             highlight=False,
         )
         if wait:
-            err.print(f"Embedded {embedded} messages.")
+            err.print(describe(augmented), highlight=False)
     if report.rejected_total:
         raise typer.Exit(1)

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+from .. import config
+from ..augment.pipeline import AugmentReport
 from ..embed import MINILM, EmbeddingUnavailable, minilm_folder
 from ..embed import pull as pull_module
+from ..errors import MemoriError
 from ..memori import Memori
-from ..store import vectors
+from ..store import jobs, vectors
 from .common import err, handle_errors, print_json, show_progress, state
 
 model_app = typer.Typer(help="The local models memori uses.", no_args_is_help=True)
 
 
-def run_embedding(mem: Memori, *, rebuild: bool, json_output: bool) -> int:
-    """Embed pending messages (or all, with ``rebuild``), with a progress bar for a person."""
+def run_augment(mem: Memori, *, rebuild: bool, json_output: bool) -> AugmentReport:
+    """Run pending jobs and embed what has no vector (or everything again, with ``rebuild``),
+    with a progress bar for a person."""
     work = mem.reembed if rebuild else mem.augment
     if not show_progress(json_output):
         return work()
@@ -25,8 +30,23 @@ def run_embedding(mem: Memori, *, rebuild: bool, json_output: bool) -> int:
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         TimeRemainingColumn(), console=err, transient=True,
     ) as bar:  # fmt: skip
-        task = bar.add_task("Embedding messages", total=None)
+        task = bar.add_task("Augmenting", total=None)
         return work(progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def describe(report: AugmentReport) -> str:
+    """One line a person reads after augmentation."""
+    text = (
+        f"Ran {report.jobs_done} jobs: {report.memories_created} new memories, "
+        f"{report.memories_merged} merged, {report.memories_superseded} superseded, "
+        f"{report.triples} new triples; embedded {report.embedded} messages."
+    )
+    if report.jobs_failed or report.jobs_retrying:
+        text += (
+            f" {report.jobs_failed} jobs failed, {report.jobs_retrying} will retry "
+            "(see `memori jobs`)."
+        )
+    return text
 
 
 @handle_errors
@@ -34,12 +54,13 @@ def augment_command(
     ctx: typer.Context,
     json_output: Annotated[bool, typer.Option("--json", help="Print counts as JSON.")] = False,
 ) -> None:
-    """Run pending augmentation now, in the foreground: embed every message without a vector.
+    """Run pending augmentation now, in the foreground, and exit: extract typed memories,
+    triples and session summaries, and embed every message without a vector.
 
-    Recall works before this (lexically for what is not embedded yet); this makes it
-    semantic too. Safe to interrupt and to re-run.
+    Recall works before this (lexically for what is not embedded yet). Safe to interrupt, to
+    re-run, and to run while the daemon works on the same store.
     """
-    _embed(ctx, rebuild=False, json_output=json_output)
+    _run(ctx, rebuild=False, json_output=json_output)
 
 
 @handle_errors
@@ -48,16 +69,20 @@ def reembed_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print counts as JSON.")] = False,
 ) -> None:
     """Rebuild the vector index with the configured embedding model (after changing models)."""
-    _embed(ctx, rebuild=True, json_output=json_output)
+    _run(ctx, rebuild=True, json_output=json_output)
 
 
-def _embed(ctx: typer.Context, *, rebuild: bool, json_output: bool) -> None:
+def _run(ctx: typer.Context, *, rebuild: bool, json_output: bool) -> None:
     mem = state(ctx).memori()
-    embedded = run_embedding(mem, rebuild=rebuild, json_output=json_output)
+    report = run_augment(mem, rebuild=rebuild, json_output=json_output)
+    depth = jobs.depth(mem.store)
     if json_output:
-        print_json({"embedded": embedded, "pending": vectors.pending_count(mem.store)})
+        print_json(report.to_dict() | {"pending": vectors.pending_count(mem.store),
+                                       "jobs_failed_total": depth["failed"]})  # fmt: skip
     else:
-        err.print(f"Embedded {embedded} messages.")
+        err.print(describe(report), highlight=False)
+    if report.jobs_failed:
+        raise typer.Exit(1)
 
 
 @model_app.command("pull")
@@ -68,13 +93,37 @@ def pull_command() -> None:
     err.print(f"{MINILM} is in {folder}")
 
 
+@model_app.command("add")
+@handle_errors
+def add_command(
+    path: Annotated[Path, typer.Argument(help="A .gguf model file.")],
+    embedding: Annotated[
+        bool, typer.Option("--embedding", help="Register it as the embedding model instead.")
+    ] = False,
+) -> None:
+    """Register a local GGUF model: a chat model for extraction (default) or, with
+    --embedding, the embedding model. Written to config.toml in the data folder."""
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise MemoriError(f"{path}: no such file")
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise MemoriError(f"{path}: not a GGUF model file (it does not start with 'GGUF')")
+    role = "embedding" if embedding else "chat"
+    written = config.set_model(role, str(path))
+    err.print(f"Registered {path.name} as the {role} model in {written}.", highlight=False)
+    if role == "embedding":
+        err.print("Run `memori reembed` to rebuild the vector index with it.")
+
+
 @model_app.command("list")
 @handle_errors
 def list_command(
     ctx: typer.Context,
     json_output: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Show the configured embedding model, whether it is available, and the index state."""
+    """Show the configured models (chat/extraction and embedding), whether they are
+    available, and the index state."""
     mem = state(ctx).memori()
     spec = mem.config.embedding_model
     try:
@@ -82,14 +131,23 @@ def list_command(
         status = f"available ({embedder.name}, {embedder.dim}-d)" if embedder else "switched off"
     except EmbeddingUnavailable as exc:
         status = f"missing: {exc}"
+    chat = mem.config.chat_model
+    if chat == "none":
+        chat_status = "none: the rule extractor is used (`memori model add PATH.gguf` to set one)"
+    else:
+        chat_status = "available" if Path(chat).is_file() else "missing: no such file"
     built = vectors.index_model(mem.store)
     data = {
+        "chat_model": chat,
+        "chat_status": chat_status,
+        "extractor": mem.extractor().name if not chat_status.startswith("missing") else None,
         "embedding_model": spec,
         "status": status,
         "minilm_files": str(minilm_folder() or ""),
         "index_model": built[0] if built else None,
         "index_stale": mem.index_stale() if not status.startswith("missing") else None,
         "pending": vectors.pending_count(mem.store),
+        "config_file": str(config.config_path()),
     }
     if json_output:
         print_json(data)

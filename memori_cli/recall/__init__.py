@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..store import Store
+from ..store import Store, vectors
+from ..store import memories as store_memories
+from ..store.fts import WORD as _WORD
 from ..store.messages import get_messages, neighbours, speakers
 from .hybrid import RankingConfig, candidates, fuse, mentioned_speakers, rank
 
@@ -54,12 +56,20 @@ def recall(
     limit: int = 10,
     config: RankingConfig | None = None,
     explain: bool = False,
+    as_of: str | None = None,
+    memories: bool = True,
 ) -> list[RecallHit]:
-    """The entity's best ``limit`` messages for ``query``: bm25 and, given a query vector,
-    nearest neighbours, fused and ranked (see :mod:`.hybrid`)."""
+    """The entity's best ``limit`` messages and memories for ``query``: bm25 and, given a
+    query vector, nearest neighbours, fused and ranked (see :mod:`.hybrid`).
+
+    Memories are those true now, or at ``as_of`` (then only messages written by that time
+    count too). ``memories=False`` searches messages only.
+    """
     config = config or RankingConfig()
     if limit <= 0:
         return []
+    if as_of is not None and (until is None or as_of < until):
+        until = as_of + "\uffff"  # everything written on or before as_of
     about = (
         mentioned_speakers(query, speakers(store, entity_id)) if config.speaker_weight else set()
     )
@@ -77,7 +87,7 @@ def recall(
         if neighbour_only and (mid not in rows or not _passes(rows[mid], process_id, since, until)):
             del fused[mid]
     hits = []
-    for message_id, score, parts in rank(fused, rows, config, speakers=about)[:limit]:
+    for message_id, score, parts in rank(fused, rows, config, speakers=about):
         row = rows[message_id]
         source = row["external_id"] if row["external_id"] is not None else str(row["id"])
         hits.append(
@@ -86,6 +96,62 @@ def recall(
                 created_at=row["created_at"], session=row["session"], entity=row["entity_id"],
                 source_ids=[source], role=row["role"], name=row["name"],
                 explain=dict(parts, source_messages=[source]) if explain else None,
+            )
+        )  # fmt: skip
+    if memories and process_id is None:
+        hits += _memory_hits(
+            store, query, query_vector, entity_id=entity_id, since=since, until=until,
+            as_of=as_of, config=config, speakers=about, explain=explain,
+        )  # fmt: skip
+    hits.sort(key=lambda hit: -hit.score)
+    return hits[:limit]
+
+
+def _memory_hits(
+    store: Store,
+    query: str,
+    query_vector: np.ndarray | None,
+    *,
+    entity_id: str,
+    since: str | None,
+    until: str | None,
+    as_of: str | None,
+    config: RankingConfig,
+    speakers: set[str],
+    explain: bool,
+) -> list[RecallHit]:
+    """Memories for the query, fused and ranked like messages (``name`` is who it is about)."""
+    drop = {w for name in speakers for w in _WORD.findall(name.lower())}
+    lexical = store_memories.search_memories(
+        store, query, entity_id=entity_id, as_of=as_of, limit=config.candidates, drop_words=drop
+    )
+    nearest: list[tuple[int, float]] = []
+    if query_vector is not None:
+        found = vectors.knn_memories(store.conn, entity_id, query_vector, config.candidates)
+        valid = store_memories.valid_ids(store, [mid for mid, _ in found], as_of)
+        nearest = [(mid, d) for mid, d in found if mid in valid]
+    fused = fuse([{"id": mid, "score": score} for mid, score in lexical], nearest, config)
+    rows = store_memories.get_memories(store, list(fused))
+    for mid in list(fused):
+        row = rows.get(mid)
+        if (
+            row is None
+            or (since is not None and row["last_seen"] < since)
+            or (until is not None and row["first_seen"] >= until)
+        ):
+            fused.pop(mid)
+            continue
+        row.update(created_at=row["last_seen"], name=row["about"])
+    hits = []
+    for memory_id, score, parts in rank(fused, rows, config, speakers=speakers):
+        row = rows[memory_id]
+        hits.append(
+            RecallHit(
+                id=memory_id, kind=row["kind"], content=row["content"], score=round(score, 6),
+                created_at=row["valid_from"], session=row["session"] or "", entity=entity_id,
+                source_ids=row["source_ids"], name=row["about"],
+                explain=dict(parts, source_messages=row["source_ids"], count=row["count"],
+                             extractor=row["extractor"]) if explain else None,
             )
         )  # fmt: skip
     return hits

@@ -124,3 +124,108 @@ def m002_vectors(db: Database) -> None:
         CREATE INDEX messages_entity_name ON messages (entity_id, name);
         """
     )
+
+
+@migrations(name="m003_memories")
+def m003_memories(db: Database) -> None:
+    # Typed memories, knowledge-graph triples and per-session summaries made by augmentation.
+    # Nothing here is ever deleted by augmentation itself: a duplicate raises `count`, a
+    # contradiction closes the old row (`valid_to`, `superseded_by`). Times are the source
+    # messages' times, so imported history keeps its real dates.
+    db.executescript(
+        """
+        CREATE TABLE memories (
+            id INTEGER PRIMARY KEY,
+            entity_id TEXT NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
+            session_id INTEGER REFERENCES sessions(id) ON DELETE SET NULL,
+            kind TEXT NOT NULL
+                CHECK (kind IN ('fact', 'preference', 'skill', 'attribute', 'event')),
+            content TEXT NOT NULL,
+            norm TEXT NOT NULL,
+            about TEXT NOT NULL,
+            slot TEXT,
+            confidence REAL NOT NULL,
+            trust REAL NOT NULL,
+            extractor TEXT NOT NULL,
+            count INTEGER NOT NULL DEFAULT 1,
+            uses INTEGER NOT NULL DEFAULT 0,
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            valid_from TEXT NOT NULL,
+            valid_to TEXT,
+            superseded_by INTEGER REFERENCES memories(id) ON DELETE SET NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX memories_entity ON memories (entity_id, valid_to);
+        CREATE INDEX memories_slot ON memories (entity_id, about, slot) WHERE slot IS NOT NULL;
+        CREATE INDEX memories_norm ON memories (entity_id, norm);
+        CREATE TABLE memory_sources (
+            memory_id INTEGER NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            PRIMARY KEY (memory_id, message_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX memory_sources_message ON memory_sources (message_id);
+        CREATE TABLE memory_embeddings (
+            memory_id INTEGER PRIMARY KEY REFERENCES memories(id) ON DELETE CASCADE,
+            entity_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            dim INTEGER NOT NULL
+        );
+        CREATE INDEX memory_embeddings_entity ON memory_embeddings (entity_id);
+
+        CREATE VIRTUAL TABLE memories_fts USING fts5(
+            content, about, entity_id,
+            content='memories', content_rowid='id',
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        INSERT INTO memories_fts (memories_fts, rank) VALUES ('secure-delete', 1);
+        CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN
+            INSERT INTO memories_fts (rowid, content, about, entity_id)
+                VALUES (new.id, new.content, new.about, new.entity_id);
+        END;
+        CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN
+            INSERT INTO memories_fts (memories_fts, rowid, content, about, entity_id)
+                VALUES ('delete', old.id, old.content, old.about, old.entity_id);
+        END;
+
+        CREATE TABLE triples (
+            id INTEGER PRIMARY KEY,
+            entity_id TEXT NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
+            subject TEXT NOT NULL,
+            subject_type TEXT NOT NULL,
+            predicate TEXT NOT NULL,
+            object TEXT NOT NULL,
+            object_type TEXT NOT NULL,
+            confidence REAL NOT NULL,
+            extractor TEXT NOT NULL,
+            memory_id INTEGER REFERENCES memories(id) ON DELETE SET NULL,
+            count INTEGER NOT NULL DEFAULT 1,
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            valid_from TEXT NOT NULL,
+            valid_to TEXT,
+            superseded_by INTEGER REFERENCES triples(id) ON DELETE SET NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX triples_entity ON triples (entity_id, subject, predicate);
+        CREATE TABLE triple_sources (
+            triple_id INTEGER NOT NULL REFERENCES triples(id) ON DELETE CASCADE,
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            PRIMARY KEY (triple_id, message_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX triple_sources_message ON triple_sources (message_id);
+
+        CREATE TABLE session_summaries (
+            session_id INTEGER PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE,
+            entity_id TEXT NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
+            content TEXT NOT NULL,
+            extractor TEXT NOT NULL,
+            last_message_id INTEGER NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+
+        -- A failed job keeps the model's raw output for inspection; done jobs are pruned.
+        ALTER TABLE jobs ADD COLUMN output TEXT;
+        ALTER TABLE jobs ADD COLUMN finished_at REAL;
+        """
+    )

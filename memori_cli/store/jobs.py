@@ -1,0 +1,193 @@
+"""The augmentation queue: jobs claimed under a lease, finished or failed, retried, pruned.
+
+The database is the queue. A claim is one ``BEGIN IMMEDIATE`` transaction, so two workers
+never take the same job; a worker that dies leaves a lease that expires and is reclaimed. A
+job's results commit in the same transaction as :func:`finish`, which checks that the lease is
+still this worker's: if not (reclaimed, or the entity forgotten), the results roll back too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+
+from .core import Store, now_iso
+
+#: A claimed job belongs to its worker for this long; long model runs renew it.
+LEASE_SECONDS = 120.0
+#: After this many attempts a job is parked as failed.
+MAX_ATTEMPTS = 4
+#: Retry delays grow as BACKOFF_SECONDS * 4 ** (attempt - 1): 10 s, 40 s, 160 s.
+BACKOFF_SECONDS = 10.0
+#: Finished jobs are kept this long (for `memori jobs`), then pruned.
+KEEP_DONE_SECONDS = 3600.0
+
+
+class LeaseLost(Exception):
+    """The job is no longer this worker's (its lease was reclaimed, or its entity forgotten)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A claimed job."""
+
+    id: int
+    kind: str
+    entity_id: str
+    session_id: int | None
+    message_ids: list[int]
+    attempts: int
+    owner: str
+
+
+def claim(store: Store, owner: str, *, limit: int = 1, lease: float = LEASE_SECONDS) -> list[Job]:
+    """Take up to ``limit`` due jobs (pending, or running with an expired lease), oldest first.
+
+    A job whose lease expired ``MAX_ATTEMPTS`` times (its worker keeps dying on it) is parked
+    as failed instead of being handed out again.
+    """
+    now = time.time()
+    with store.write() as conn:
+        conn.execute(
+            """UPDATE jobs SET status = 'failed', lease_owner = NULL, lease_expires = NULL,
+                   error = 'its worker stopped before finishing it ' || attempts || ' times',
+                   updated_at = ?
+               WHERE status = 'running' AND lease_expires < ? AND attempts >= ?""",
+            (now_iso(), now, MAX_ATTEMPTS),
+        )
+        rows = conn.execute(
+            """UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires = ?,
+                   attempts = attempts + 1, updated_at = ?
+               WHERE id IN (
+                   SELECT id FROM jobs
+                   WHERE (status = 'pending' AND run_after <= ?)
+                      OR (status = 'running' AND lease_expires < ?)
+                   ORDER BY id LIMIT ?)
+               RETURNING id, kind, entity_id, session_id, payload, attempts""",
+            (owner, now + lease, now_iso(), now, now, int(limit)),
+        ).fetchall()
+    jobs = [
+        Job(
+            id=row[0],
+            kind=row[1],
+            entity_id=row[2],
+            session_id=row[3],
+            message_ids=[int(i) for i in json.loads(row[4]).get("message_ids", [])],
+            attempts=row[5],
+            owner=owner,
+        )
+        for row in rows
+    ]
+    return sorted(jobs, key=lambda job: job.id)
+
+
+def check_lease(conn: Any, job: Job) -> None:
+    """Inside a write transaction: raise :class:`LeaseLost` unless ``job`` is still ours."""
+    row = conn.execute(
+        "SELECT 1 FROM jobs WHERE id = ? AND status = 'running' AND lease_owner = ?",
+        (job.id, job.owner),
+    ).fetchone()
+    if row is None:
+        raise LeaseLost(f"job {job.id} is no longer leased to {job.owner}")
+
+
+def finish(conn: Any, job: Job) -> None:
+    """Inside the results' write transaction: mark ``job`` done (after :func:`check_lease`)."""
+    check_lease(conn, job)
+    conn.execute(
+        """UPDATE jobs SET status = 'done', lease_owner = NULL, lease_expires = NULL,
+               error = NULL, output = NULL, finished_at = ?, updated_at = ? WHERE id = ?""",
+        (time.time(), now_iso(), job.id),
+    )
+
+
+def renew(store: Store, job: Job, *, lease: float = LEASE_SECONDS) -> None:
+    """Extend ``job``'s lease (between the chunks of a long model run)."""
+    with store.write() as conn:
+        check_lease(conn, job)
+        conn.execute(
+            "UPDATE jobs SET lease_expires = ? WHERE id = ?", (time.time() + lease, job.id)
+        )
+
+
+def fail(
+    store: Store, job: Job, error: str, *, output: str | None = None, retry: bool = True
+) -> str:
+    """Record a failure: back to pending after a growing delay, or parked as failed when
+    ``retry`` is false or the attempts are used up. Returns the new status."""
+    delay = BACKOFF_SECONDS * 4 ** max(0, job.attempts - 1)
+    status = "pending" if retry and job.attempts < MAX_ATTEMPTS else "failed"
+    with store.write() as conn:
+        conn.execute(
+            """UPDATE jobs SET status = ?, lease_owner = NULL, lease_expires = NULL,
+                   run_after = ?, error = ?, output = ?, updated_at = ?
+               WHERE id = ? AND lease_owner = ?""",
+            (status, time.time() + delay, error[:2000], output, now_iso(), job.id, job.owner),
+        )
+    return status
+
+
+def release(store: Store, job: Job) -> None:
+    """Hand ``job`` back untouched (the worker is stopping); the attempt does not count."""
+    with store.write() as conn:
+        conn.execute(
+            """UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_expires = NULL,
+                   attempts = max(attempts - 1, 0), updated_at = ?
+               WHERE id = ? AND lease_owner = ? AND status = 'running'""",
+            (now_iso(), job.id, job.owner),
+        )
+
+
+def retry_failed(store: Store, job_ids: list[int] | None = None) -> int:
+    """Requeue failed jobs (all, or those in ``job_ids``) with fresh attempts."""
+    sql = """UPDATE jobs SET status = 'pending', attempts = 0, run_after = 0, error = NULL,
+                 output = NULL, updated_at = ? WHERE status = 'failed'"""
+    params: list[Any] = [now_iso()]
+    if job_ids is not None:
+        sql += f" AND id IN ({','.join('?' * len(job_ids))})"
+        params += [int(i) for i in job_ids]
+    with store.write() as conn:
+        return int(conn.execute(sql, params).rowcount)
+
+
+def prune(store: Store, *, older_than: float = KEEP_DONE_SECONDS) -> int:
+    """Delete jobs finished more than ``older_than`` seconds ago; returns how many."""
+    with store.write() as conn:
+        cursor = conn.execute(
+            "DELETE FROM jobs WHERE status = 'done' AND finished_at < ?",
+            (time.time() - older_than,),
+        )
+        return int(cursor.rowcount)
+
+
+def next_due(store: Store) -> float | None:
+    """When the next job becomes due (a time.time() value), or None if there is none."""
+    (due,) = store.conn.execute(
+        """SELECT min(CASE WHEN status = 'pending' THEN run_after ELSE lease_expires END)
+           FROM jobs WHERE status IN ('pending', 'running')"""
+    ).fetchone()
+    return None if due is None else float(due)
+
+
+def depth(store: Store) -> dict[str, int]:
+    """How many jobs are pending, running, failed and done."""
+    counts = dict.fromkeys(("pending", "running", "failed", "done"), 0)
+    for status, count in store.conn.execute("SELECT status, count(*) FROM jobs GROUP BY status"):
+        counts[status] = int(count)
+    return counts
+
+
+def list_jobs(store: Store, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Jobs, newest first (of one status, or all but done)."""
+    where = "status = ?" if status else "status != 'done'"
+    params: list[Any] = [status] if status else []
+    cursor = store.conn.execute(
+        f"""SELECT id, kind, entity_id AS entity, status, attempts, error, output,
+                   created_at, updated_at, json_array_length(payload, '$.message_ids') AS messages
+            FROM jobs WHERE {where} ORDER BY id DESC LIMIT ?""",
+        [*params, int(limit)],
+    )
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor]

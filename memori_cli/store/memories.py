@@ -1,0 +1,504 @@
+"""Typed memories, triples and session summaries: saving a job's results, reading them back.
+
+Saving never deletes. A memory whose normalised text (or, with vectors, whose meaning) matches
+a current memory of the same kind about the same person merges into it: one more source, a
+higher count, a later ``last_seen``. A memory filling a ``slot`` that holds other content
+("lives_in") supersedes it: the old row gets ``valid_to`` and ``superseded_by`` and stays in
+history. Times are the source messages' own times, so imported history orders correctly even
+when it arrives out of order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..augment.extract import Extraction, MemoryDraft, TripleDraft, normalise
+from . import jobs, vectors
+from .core import Store, now_iso
+from .fts import match_expression
+
+#: Cosine similarity above which two memories of the same kind and person are one memory.
+MERGE_SIMILARITY = 0.92
+
+_COLUMNS = """m.id, m.entity_id, m.kind, m.content, m.about, m.slot, m.confidence, m.trust,
+    m.extractor, m.count, m.uses, m.first_seen, m.last_seen, m.valid_from, m.valid_to,
+    m.superseded_by, m.created_at, s.name AS session"""
+
+
+@dataclasses.dataclass
+class SaveResult:
+    """What saving one job's results did."""
+
+    created: int = 0
+    merged: int = 0
+    superseded: int = 0
+    triples: int = 0
+    embedded: int = 0
+
+
+@dataclasses.dataclass
+class Vectors:
+    """Vectors computed before the transaction: for the job's messages and its memories."""
+
+    model: str
+    message_ids: list[int]
+    messages: np.ndarray
+    memories: list[np.ndarray]
+
+
+def job_turns(store: Store, job: jobs.Job) -> list[dict[str, Any]]:
+    """The job's messages that still exist, oldest first."""
+    ids = [int(i) for i in job.message_ids]
+    if not ids:
+        return []
+    cursor = store.conn.execute(
+        f"""SELECT id, role, name, content, created_at, trust FROM messages
+            WHERE entity_id = ? AND id IN ({",".join("?" * len(ids))}) ORDER BY id""",
+        [job.entity_id, *ids],
+    )
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor]
+
+
+def session_summary(store: Store, session_id: int | None) -> str | None:
+    """The session's rolling summary so far."""
+    if session_id is None:
+        return None
+    row = store.conn.execute(
+        "SELECT content FROM session_summaries WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def save(
+    store: Store,
+    job: jobs.Job,
+    extraction: Extraction,
+    *,
+    extractor: str,
+    found: Vectors | None = None,
+) -> SaveResult:
+    """Commit a job's results and its completion in one transaction.
+
+    Raises :class:`jobs.LeaseLost` (and commits nothing) if the job is no longer this
+    worker's: reclaimed after its lease expired, or deleted with its entity by ``forget``.
+    """
+    result = SaveResult()
+    fresh: vectors.Added = {}
+    with store.write() as conn:
+        jobs.check_lease(conn, job)
+        if found is not None:
+            fresh = vectors.insert(conn, found.model, found.message_ids, found.messages)
+            result.embedded = sum(len(ids) for ids, _ in fresh.values())
+        for position, draft in enumerate(extraction.memories):
+            vector = found.memories[position] if found is not None else None
+            model = found.model if found is not None else None
+            outcome = _save_memory(
+                conn, job.entity_id, job.session_id, draft, extractor, vector, model
+            )
+            if outcome:
+                setattr(result, outcome, getattr(result, outcome) + 1)
+        for triple in extraction.triples:
+            result.triples += _save_triple(conn, job.entity_id, triple, extractor)
+        if extraction.summary and job.session_id is not None and job.message_ids:
+            conn.execute(
+                """INSERT INTO session_summaries
+                       (session_id, entity_id, content, extractor, last_message_id, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (session_id) DO UPDATE SET content = excluded.content,
+                       extractor = excluded.extractor, updated_at = excluded.updated_at,
+                       last_message_id = excluded.last_message_id
+                   WHERE excluded.last_message_id > session_summaries.last_message_id""",
+                (
+                    job.session_id,
+                    job.entity_id,
+                    extraction.summary,
+                    extractor,
+                    max(job.message_ids),
+                    now_iso(),
+                ),
+            )
+        jobs.finish(conn, job)
+    if found is not None:
+        vectors.after_commit(store, fresh, found.messages)
+    return result
+
+
+def _sources(conn: Any, entity_id: str, ids: Sequence[int]) -> list[tuple[int, str, float]]:
+    """(id, created_at, trust) of the source messages that still exist in the entity."""
+    ids = [int(i) for i in ids]
+    if not ids:
+        return []
+    rows = conn.execute(
+        f"""SELECT id, created_at, trust FROM messages
+            WHERE entity_id = ? AND id IN ({",".join("?" * len(ids))})""",
+        [entity_id, *ids],
+    ).fetchall()
+    return [(int(i), str(c), float(t)) for i, c, t in rows]
+
+
+def _save_memory(
+    conn: Any,
+    entity_id: str,
+    session_id: int | None,
+    draft: MemoryDraft,
+    extractor: str,
+    vector: np.ndarray | None,
+    model: str | None,
+) -> str | None:
+    """Merge, supersede or create; returns which (a SaveResult field) or None if skipped."""
+    sources = _sources(conn, entity_id, draft.source_ids)
+    norm = normalise(draft.content)
+    if not sources or not norm:
+        return None
+    when = max(created for _, created, _ in sources)
+    first = min(created for _, created, _ in sources)
+    trust = max(t for _, _, t in sources)
+    same = conn.execute(
+        """SELECT id FROM memories WHERE entity_id = ? AND norm = ? AND kind = ?
+               AND about = ? AND valid_to IS NULL""",
+        (entity_id, norm, draft.kind, draft.about),
+    ).fetchone()
+    if same is None and vector is not None:
+        same = _similar(conn, entity_id, draft, vector)
+    if same is not None:
+        _merge(conn, int(same[0]), sources, first, when)
+        return "merged"
+    now = now_iso()
+    (memory_id,) = conn.execute(
+        """INSERT INTO memories (entity_id, session_id, kind, content, norm, about, slot,
+               confidence, trust, extractor, first_seen, last_seen, valid_from, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+        (
+            entity_id,
+            session_id,
+            draft.kind,
+            draft.content,
+            norm,
+            draft.about,
+            draft.slot,
+            draft.confidence,
+            trust,
+            extractor,
+            first,
+            when,
+            when,
+            now,
+        ),
+    ).fetchone()
+    conn.executemany(
+        "INSERT INTO memory_sources (memory_id, message_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        [(memory_id, mid) for mid, _, _ in sources],
+    )
+    if vector is not None and model is not None:
+        vectors.insert_memory(conn, model, memory_id, entity_id, vector)
+    outcome = "created"
+    if draft.slot:
+        outcome = _supersede(conn, entity_id, draft, memory_id, when) or outcome
+    return outcome
+
+
+def _similar(conn: Any, entity_id: str, draft: MemoryDraft, vector: np.ndarray) -> Any:
+    for memory_id, distance in vectors.knn_memories(conn, entity_id, vector, 5):
+        if 1.0 - distance < MERGE_SIMILARITY:
+            break
+        row = conn.execute(
+            """SELECT id FROM memories WHERE id = ? AND kind = ? AND about = ?
+                   AND valid_to IS NULL AND coalesce(slot, '') = ?""",
+            (memory_id, draft.kind, draft.about, draft.slot or ""),
+        ).fetchone()
+        if row is not None:
+            return row
+    return None
+
+
+def _merge(
+    conn: Any, memory_id: int, sources: list[tuple[int, str, float]], first: str, when: str
+) -> None:
+    """One more sighting: count the sources that are new, widen first/last seen."""
+    added = 0
+    for mid, _, _ in sources:
+        cursor = conn.execute(
+            "INSERT INTO memory_sources (memory_id, message_id) VALUES (?, ?) "
+            "ON CONFLICT DO NOTHING",
+            (memory_id, mid),
+        )
+        added += max(cursor.rowcount, 0)
+    conn.execute(
+        """UPDATE memories SET count = count + ?, first_seen = min(first_seen, ?),
+               last_seen = max(last_seen, ?) WHERE id = ?""",
+        (added, first, when, memory_id),
+    )
+
+
+def _supersede(
+    conn: Any, entity_id: str, draft: MemoryDraft, memory_id: int, when: str
+) -> str | None:
+    """Settle the slot between the new memory and the current one holding it, by time."""
+    other = conn.execute(
+        """SELECT id, valid_from FROM memories WHERE entity_id = ? AND about = ? AND slot = ?
+               AND valid_to IS NULL AND id != ? ORDER BY valid_from DESC LIMIT 1""",
+        (entity_id, draft.about, draft.slot, memory_id),
+    ).fetchone()
+    if other is None:
+        return None
+    other_id, other_from = int(other[0]), str(other[1])
+    if other_from <= when:  # the usual case: the new statement replaces the old one
+        conn.execute(
+            "UPDATE memories SET valid_to = ?, superseded_by = ? WHERE id = ?",
+            (when, memory_id, other_id),
+        )
+    else:  # an older statement arriving late (imported history): it goes into history
+        conn.execute(
+            "UPDATE memories SET valid_to = ?, superseded_by = ? WHERE id = ?",
+            (other_from, other_id, memory_id),
+        )
+    return "superseded"
+
+
+def _save_triple(conn: Any, entity_id: str, draft: TripleDraft, extractor: str) -> int:
+    """Merge into the current identical edge, or add one (closing a functional predicate's
+    old edge); returns 1 if a row was added."""
+    sources = _sources(conn, entity_id, draft.source_ids)
+    if not sources:
+        return 0
+    when = max(created for _, created, _ in sources)
+    same = conn.execute(
+        """SELECT id FROM triples WHERE entity_id = ? AND lower(subject) = lower(?)
+               AND predicate = ? AND lower(object) = lower(?) AND valid_to IS NULL""",
+        (entity_id, draft.subject, draft.predicate, draft.object),
+    ).fetchone()
+    if same is not None:
+        added = sum(
+            max(
+                conn.execute(
+                    "INSERT INTO triple_sources VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (same[0], mid),
+                ).rowcount,
+                0,
+            )
+            for mid, _, _ in sources
+        )
+        conn.execute(
+            "UPDATE triples SET count = count + ?, last_seen = max(last_seen, ?) WHERE id = ?",
+            (added, when, same[0]),
+        )
+        return 0
+    (triple_id,) = conn.execute(
+        """INSERT INTO triples (entity_id, subject, subject_type, predicate, object, object_type,
+               confidence, extractor, first_seen, last_seen, valid_from, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+        (
+            entity_id,
+            draft.subject,
+            draft.subject_type,
+            draft.predicate,
+            draft.object,
+            draft.object_type,
+            draft.confidence,
+            extractor,
+            when,
+            when,
+            when,
+            now_iso(),
+        ),
+    ).fetchone()
+    conn.executemany(
+        "INSERT INTO triple_sources VALUES (?, ?) ON CONFLICT DO NOTHING",
+        [(triple_id, mid) for mid, _, _ in sources],
+    )
+    if draft.functional:
+        conn.execute(
+            """UPDATE triples SET valid_to = ?, superseded_by = ?
+               WHERE entity_id = ? AND lower(subject) = lower(?) AND predicate = ?
+                   AND valid_to IS NULL AND id != ? AND valid_from <= ?""",
+            (when, triple_id, entity_id, draft.subject, draft.predicate, triple_id, when),
+        )
+    return 1
+
+
+# -- reading ---------------------------------------------------------------------------------
+def _valid(as_of: str | None, alias: str = "m") -> tuple[str, list[Any]]:
+    """The SQL condition for "true now" (current) or "true at ``as_of``"."""
+    if as_of is None:
+        return f"{alias}.valid_to IS NULL", []
+    return (
+        f"{alias}.valid_from <= ? AND ({alias}.valid_to IS NULL OR {alias}.valid_to > ?)",
+        [as_of, as_of],
+    )
+
+
+def list_memories(
+    store: Store,
+    entity_id: str,
+    *,
+    kind: str | None = None,
+    as_of: str | None = None,
+    history: bool = False,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """The entity's memories, newest first: current ones (or those true at ``as_of``), or
+    every one ever made with ``history``."""
+    clauses, params = ["m.entity_id = ?"], [entity_id]
+    if not history:
+        clause, extra = _valid(as_of)
+        clauses.append(clause)
+        params += extra
+    if kind is not None:
+        clauses.append("m.kind = ?")
+        params.append(kind)
+    cursor = store.conn.execute(
+        f"""SELECT {_COLUMNS} FROM memories m LEFT JOIN sessions s ON s.id = m.session_id
+            WHERE {" AND ".join(clauses)} ORDER BY m.valid_from DESC, m.id DESC LIMIT ?""",
+        [*params, int(limit)],
+    )
+    return _rows(cursor)
+
+
+def get_memories(store: Store, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Memories by id, each with ``source_ids`` (external ids where known) and ``sources``
+    (internal message ids)."""
+    ids = [int(i) for i in ids]
+    if not ids:
+        return {}
+    cursor = store.conn.execute(
+        f"""SELECT {_COLUMNS} FROM memories m LEFT JOIN sessions s ON s.id = m.session_id
+            WHERE m.id IN ({",".join("?" * len(ids))})""",
+        ids,
+    )
+    out = {row["id"]: dict(row, sources=[], source_ids=[]) for row in _rows(cursor)}
+    if out:
+        for memory_id, message_id, external in store.conn.execute(
+            f"""SELECT ms.memory_id, ms.message_id, m.external_id FROM memory_sources ms
+                JOIN messages m ON m.id = ms.message_id
+                WHERE ms.memory_id IN ({",".join("?" * len(out))}) ORDER BY ms.message_id""",
+            list(out),
+        ):
+            out[memory_id]["sources"].append(message_id)
+            out[memory_id]["source_ids"].append(external or str(message_id))
+    return out
+
+
+def history(store: Store, memory_id: int) -> list[dict[str, Any]]:
+    """Every memory in the same slot about the same person (or the supersession chain),
+    oldest first: what was true, and when."""
+    row = store.conn.execute(
+        "SELECT entity_id, about, slot FROM memories WHERE id = ?", (int(memory_id),)
+    ).fetchone()
+    if row is None:
+        return []
+    entity_id, about, slot = row
+    if slot is None:
+        return list(get_memories(store, [memory_id]).values())
+    ids = [
+        i
+        for (i,) in store.conn.execute(
+            "SELECT id FROM memories WHERE entity_id = ? AND about = ? AND slot = ?",
+            (entity_id, about, slot),
+        )
+    ]
+    found = get_memories(store, ids)
+    return sorted(found.values(), key=lambda m: (m["valid_from"], m["id"]))
+
+
+def forget_memory(store: Store, memory_id: int, *, entity_id: str | None = None) -> bool:
+    """Delete one memory (its FTS entry and vector go with it); True if it existed."""
+    sql = "DELETE FROM memories WHERE id = ?"
+    params: list[Any] = [int(memory_id)]
+    if entity_id is not None:
+        sql += " AND entity_id = ?"
+        params.append(entity_id)
+    with store.write() as conn:
+        return bool(conn.execute(sql, params).rowcount)
+
+
+def search_memories(
+    store: Store,
+    query: str,
+    *,
+    entity_id: str,
+    as_of: str | None = None,
+    limit: int = 50,
+    drop_words: set[str] | frozenset[str] = frozenset(),
+) -> list[tuple[int, float]]:
+    """bm25 over the entity's memories valid now (or at ``as_of``): (id, score) best first."""
+    expression = match_expression(query, drop_words=drop_words)
+    if expression is None:
+        return []
+    clause, params = _valid(as_of)
+    rows = store.conn.execute(
+        f"""SELECT m.id, -bm25(memories_fts, 1.0, 0.3, 0.0) AS score
+            FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid
+            WHERE memories_fts MATCH ? AND m.entity_id = ? AND {clause}
+            ORDER BY bm25(memories_fts, 1.0, 0.3, 0.0) LIMIT ?""",
+        [expression, entity_id, *params, int(limit)],
+    ).fetchall()
+    return [(int(i), float(s)) for i, s in rows]
+
+
+def valid_ids(store: Store, ids: Sequence[int], as_of: str | None) -> set[int]:
+    """The subset of memory ``ids`` valid now (or at ``as_of``)."""
+    ids = [int(i) for i in ids]
+    if not ids:
+        return set()
+    clause, params = _valid(as_of)
+    rows = store.conn.execute(
+        f"SELECT m.id FROM memories m WHERE m.id IN ({','.join('?' * len(ids))}) AND {clause}",
+        [*ids, *params],
+    )
+    return {int(i) for (i,) in rows}
+
+
+def mark_used(store: Store, entity_id: str, ids: Sequence[int]) -> int:
+    """Count one more use of each of the entity's memories in ``ids``."""
+    with store.write() as conn:
+        cursor = conn.executemany(
+            "UPDATE memories SET uses = uses + 1 WHERE id = ? AND entity_id = ?",
+            [(int(i), entity_id) for i in ids],
+        )
+        return int(cursor.rowcount)
+
+
+def list_triples(
+    store: Store, entity_id: str, *, history: bool = False, limit: int = 200
+) -> list[dict[str, Any]]:
+    """The entity's knowledge-graph edges (current ones unless ``history``)."""
+    where = "" if history else "AND valid_to IS NULL"
+    cursor = store.conn.execute(
+        f"""SELECT id, subject, subject_type, predicate, object, object_type, count,
+                   first_seen, last_seen, valid_from, valid_to, extractor
+            FROM triples WHERE entity_id = ? {where} ORDER BY subject, predicate, id LIMIT ?""",
+        (entity_id, int(limit)),
+    )
+    return _rows(cursor)
+
+
+def pending_memories(store: Store, limit: int = 256) -> list[tuple[int, str, str]]:
+    """(id, entity, content) of memories with no vector yet (made while no embedder ran)."""
+    rows = store.conn.execute(
+        """SELECT m.id, m.entity_id, m.content FROM memories m
+           LEFT JOIN memory_embeddings e ON e.memory_id = m.id
+           WHERE e.memory_id IS NULL ORDER BY m.id LIMIT ?""",
+        (int(limit),),
+    ).fetchall()
+    return [(int(i), str(e), str(c)) for i, e, c in rows]
+
+
+def add_memory_vectors(
+    store: Store, model: str, rows: list[tuple[int, str, str]], matrix: np.ndarray
+) -> int:
+    """Store vectors for memories made without one, in one transaction."""
+    with store.write() as conn:
+        for (memory_id, entity_id, _), vector in zip(rows, matrix, strict=True):
+            if conn.execute("SELECT 1 FROM memories WHERE id = ?", (memory_id,)).fetchone():
+                vectors.insert_memory(conn, model, memory_id, entity_id, vector)
+    return len(rows)
+
+
+def _rows(cursor: Any) -> list[dict[str, Any]]:
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor]
