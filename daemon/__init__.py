@@ -1,9 +1,9 @@
 """memori_daemon: the long-running augmentation process (installed from ``daemon/``).
 
-This release ships its pidfile handling, which ``memori doctor`` uses to report whether a
-daemon is running; the worker loop arrives with the augmentation pipeline.
+One daemon per store, guarded by a locked pidfile; it drains the store's job queue and waits
+for the next commit. ``memori daemon start|stop|status|run|logs|install`` drive it.
 """
 
-from .pidfile import DaemonStatus, pidfile_path, status
+from .pidfile import DaemonStatus, heartbeat_path, log_path, pidfile_path, status
 
-__all__ = ["DaemonStatus", "pidfile_path", "status"]
+__all__ = ["DaemonStatus", "heartbeat_path", "log_path", "pidfile_path", "status"]

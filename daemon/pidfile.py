@@ -1,36 +1,58 @@
-"""The daemon's pidfile: held under an exclusive ``flock`` for as long as the daemon lives.
+"""The daemon's pidfile and heartbeat, one pair per store, in the state directory.
 
-A lock, unlike a bare pid, cannot go stale: when the process dies, the kernel releases it.
+The pidfile is held under an exclusive ``flock`` for as long as the daemon lives. A lock,
+unlike a bare pid, cannot go stale: when the process dies, the kernel releases it. The
+heartbeat is a small JSON file the daemon rewrites every few seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
+import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from memori_cli import paths
 
 
 @dataclasses.dataclass(frozen=True)
 class DaemonStatus:
-    """Whether a daemon holds the pidfile lock, and its pid if so."""
+    """Whether a daemon holds the store's pidfile lock, its pid, and its last heartbeat."""
 
     running: bool
     pid: int | None
     pidfile: str
+    heartbeat: dict[str, Any] | None = None
 
 
-def pidfile_path() -> Path:
-    """The daemon's pidfile in the state directory."""
-    return paths.state_dir() / "daemon.pid"
+def _key(db_path: Path | None) -> str:
+    target = db_path or paths.default_db_path()
+    return hashlib.sha256(str(target.expanduser().resolve()).encode()).hexdigest()[:12]
 
 
-def status(path: Path | None = None) -> DaemonStatus:
+def pidfile_path(db_path: Path | None = None) -> Path:
+    """The pidfile of the daemon serving the store at ``db_path`` (default store if None)."""
+    return paths.state_dir() / f"daemon-{_key(db_path)}.pid"
+
+
+def heartbeat_path(db_path: Path | None = None) -> Path:
+    """The heartbeat file of the daemon serving the store at ``db_path``."""
+    return pidfile_path(db_path).with_suffix(".json")
+
+
+def log_path(db_path: Path | None = None) -> Path:
+    """The log file of the daemon serving the store at ``db_path``."""
+    return paths.state_dir() / "logs" / f"daemon-{_key(db_path)}.log"
+
+
+def status(db_path: Path | None = None) -> DaemonStatus:
     """Probe the pidfile lock without taking it over."""
-    path = path or pidfile_path()
+    path = pidfile_path(db_path)
     if not path.exists():
         return DaemonStatus(False, None, str(path))
     with open(path, "a+") as handle:
@@ -41,14 +63,15 @@ def status(path: Path | None = None) -> DaemonStatus:
                 raise
             handle.seek(0)
             text = handle.read().strip()
-            return DaemonStatus(True, int(text) if text.isdigit() else None, str(path))
+            pid = int(text) if text.isdigit() else None
+            return DaemonStatus(True, pid, str(path), read_heartbeat(db_path))
         fcntl.flock(handle, fcntl.LOCK_UN)
     return DaemonStatus(False, None, str(path))
 
 
-def acquire(path: Path | None = None) -> int | None:
+def acquire(db_path: Path | None = None) -> int | None:
     """Take the pidfile lock for this process; returns the held fd, or None if taken."""
-    path = path or pidfile_path()
+    path = pidfile_path(db_path)
     paths.ensure_private_dir(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -59,3 +82,21 @@ def acquire(path: Path | None = None) -> int | None:
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
+
+
+def write_heartbeat(db_path: Path | None, data: dict[str, Any]) -> None:
+    """Replace the heartbeat file atomically."""
+    path = heartbeat_path(db_path)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle)
+    os.replace(tmp, path)
+
+
+def read_heartbeat(db_path: Path | None = None) -> dict[str, Any] | None:
+    """The last heartbeat, or None."""
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(heartbeat_path(db_path).read_text())
+        return data if isinstance(data, dict) else None
+    return None

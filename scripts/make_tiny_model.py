@@ -1,7 +1,6 @@
 """Write tiny random-weight GGUF models for tests and benchmarks (no download, no hub).
 
-    python scripts/make_tiny_model.py llama OUT.gguf   # a ~1 MB llama chat model (ChatML)
-    python scripts/make_tiny_model.py bert OUT.gguf    # a ~140 KB BERT embedding model
+    python scripts/make_tiny_model.py OUT.gguf    # a ~0.8 MB llama chat model (ChatML)
 
 The llama model has a self-made SentencePiece vocabulary: control tokens for the ChatML
 template, 256 byte-fallback tokens (so every string tokenizes) and a few hundred word pieces.
@@ -100,3 +99,12 @@ def make_llama_gguf(path: Path, *, dim: int = 64, layers: int = 2, seed: int = 0
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a tiny random-weight llama GGUF model.")
+    parser.add_argument("out", type=Path, help="where to write the .gguf file")
+    made = make_llama_gguf(parser.parse_args().out)
+    print(f"wrote {made} ({made.stat().st_size} bytes)")

@@ -9,6 +9,7 @@ is parsed with ``strict=False`` and then validated. Malformed output is retried 
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import json
@@ -119,6 +120,13 @@ class ChatModel:
         self.name = name
         self.lock = threading.Lock()
 
+    def close(self) -> None:
+        """Free the llama.cpp model now."""
+        with self.lock:
+            close = getattr(self.llama, "close", None)
+            if close is not None:
+                close()
+
 
 @functools.lru_cache(maxsize=2)
 def load_chat_model(path: str, n_ctx: int = 4096) -> ChatModel:
@@ -133,7 +141,11 @@ def load_chat_model(path: str, n_ctx: int = 4096) -> ChatModel:
     if not file.is_file():
         raise FileNotFoundError(f"no model file at {file}")
     llama = Llama(str(file), n_ctx=n_ctx, verbose=False, seed=0)
-    return ChatModel(llama, model_version(file))
+    model = ChatModel(llama, model_version(file))
+    # Free the model before interpreter shutdown tears down what llama-cpp-python's
+    # finaliser needs (otherwise a TypeError is printed at exit).
+    atexit.register(model.close)
+    return model
 
 
 def model_version(path: Path) -> str:

@@ -77,8 +77,10 @@ class Pipeline:
         *,
         progress: Callable[[int, int], None] | None = None,
         report: AugmentReport | None = None,
+        prune: bool = True,
     ) -> AugmentReport:
-        """Run due jobs until none is left or :attr:`stop` is set."""
+        """Run due jobs until none is left or :attr:`stop` is set (then prune old done jobs,
+        unless ``prune`` is false)."""
         report = report or AugmentReport()
         total = jobs.depth(self.store)["pending"]
         handled = 0
@@ -90,7 +92,8 @@ class Pipeline:
             handled += 1
             if progress is not None:
                 progress(handled, max(total, handled))
-        jobs.prune(self.store)
+        if prune:
+            jobs.prune(self.store)
         return report
 
     def run(self, job: jobs.Job, report: AugmentReport) -> None:

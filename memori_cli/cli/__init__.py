@@ -10,7 +10,9 @@ import typer
 from .. import __version__
 from .admin import doctor_command, forget_command, sessions_command, stats_command
 from .common import State, out
+from .daemon import daemon_app
 from .importing import import_command
+from .memories import jobs_app, memories_app
 from .models import augment_command, model_app, reembed_command
 from .recalling import recall_command
 
@@ -57,6 +59,9 @@ app.command("doctor")(doctor_command)
 app.command("augment")(augment_command)
 app.command("reembed")(reembed_command)
 app.add_typer(model_app, name="model")
+app.add_typer(memories_app, name="memories")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(daemon_app, name="daemon")
 
 
 def main() -> None:

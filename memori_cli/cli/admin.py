@@ -14,7 +14,8 @@ from rich.table import Table
 
 from .. import __version__, paths
 from ..errors import MemoriError
-from ..store import connect
+from ..memori import Memori
+from ..store import connect, jobs
 from .common import err, handle_errors, out, print_json, state
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print as JSON.")]
@@ -126,7 +127,8 @@ def doctor_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
             if file.exists():
                 checks.append(_mode_check(f"store{suffix or ''}", file, 0o600))
     checks.append(_embedding_check(mem))
-    checks.append(_daemon_check())
+    checks.append(_daemon_check(mem.store.path))
+    checks.append(_queue_check(mem))
     llama = importlib.util.find_spec("llama_cpp") is not None
     checks.append(
         {
@@ -194,17 +196,27 @@ def _embedding_check(mem: Any) -> dict[str, Any]:
             "detail": f"{embedder.name} ({embedder.dim}-d){hint}"}  # fmt: skip
 
 
-def _daemon_check() -> dict[str, Any]:
+def _daemon_check(db_path: Path | None) -> dict[str, Any]:
     from memori_daemon import status
 
-    daemon = status()
+    daemon = status(db_path)
     if daemon.running:
         return {"check": "daemon", "status": "ok", "detail": f"running, pid {daemon.pid}"}
     return {
         "check": "daemon",
         "status": "ok",
-        "detail": "not running (optional: imports queue their work in the store)",
+        "detail": "not running (optional: work waits in the queue for `memori augment` "
+        "or `memori daemon start`)",
     }
+
+
+def _queue_check(mem: Memori) -> dict[str, Any]:
+    depth = jobs.depth(mem.store)
+    detail = f"{depth['pending']} pending, {depth['running']} running, {depth['failed']} failed"
+    if depth["failed"]:
+        return {"check": "jobs", "status": "warn",
+                "detail": detail + ": see `memori jobs`, then `memori jobs retry`"}  # fmt: skip
+    return {"check": "jobs", "status": "ok", "detail": detail}
 
 
 def _short(value: Any) -> str:

@@ -27,9 +27,13 @@ def run_augment(mem: Memori, *, rebuild: bool, json_output: bool) -> AugmentRepo
     if not show_progress(json_output):
         return work()
     with Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-        TimeRemainingColumn(), console=err, transient=True,
-    ) as bar:  # fmt: skip
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
         task = bar.add_task("Augmenting", total=None)
         return work(progress=lambda done, total: bar.update(task, completed=done, total=total))
 
@@ -77,8 +81,10 @@ def _run(ctx: typer.Context, *, rebuild: bool, json_output: bool) -> None:
     report = run_augment(mem, rebuild=rebuild, json_output=json_output)
     depth = jobs.depth(mem.store)
     if json_output:
-        print_json(report.to_dict() | {"pending": vectors.pending_count(mem.store),
-                                       "jobs_failed_total": depth["failed"]})  # fmt: skip
+        print_json(
+            report.to_dict()
+            | {"pending": vectors.pending_count(mem.store), "jobs_failed_total": depth["failed"]}
+        )
     else:
         err.print(describe(report), highlight=False)
     if report.jobs_failed:

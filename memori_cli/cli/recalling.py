@@ -24,6 +24,17 @@ def recall_command(
     until: Annotated[
         str | None, typer.Option(help="Only items created before this ISO date/time.")
     ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Recall what was true then (ISO date): memories valid "
+            "at that time and messages written by it.",
+        ),
+    ] = None,
+    messages_only: Annotated[
+        bool, typer.Option("--messages-only", help="Search messages, not extracted memories.")
+    ] = False,
     explain: Annotated[
         bool, typer.Option("--explain", help="Show each hit's score components and sources.")
     ] = False,
@@ -31,8 +42,9 @@ def recall_command(
 ) -> None:
     """Recall what memory holds about QUERY for an entity, best match first, with provenance.
 
-    Hybrid: bm25 over every message and vector search over those embedded so far, fused and
-    ranked by recency, trust, use and who the question is about.
+    Hybrid: bm25 over every message and extracted memory, vector search over those embedded
+    so far, fused and ranked by recency, trust, use and who the question is about. Memories
+    shown are the current ones unless --as-of asks about another time.
     """
     mem = state(ctx).memori()
     hits = mem.recall(
@@ -43,6 +55,8 @@ def recall_command(
         since=_iso(since, "--since"),
         until=_iso(until, "--until"),
         explain=explain,
+        as_of=_iso(as_of, "--as-of"),
+        memories=not messages_only,
     )
     if json_output:
         print_json([hit.to_dict() for hit in hits])
@@ -59,7 +73,7 @@ def recall_command(
         table.add_row(
             f"{hit.score:.2f}",
             escape(_clip(hit.content)),
-            escape(f"{hit.name or hit.role or hit.kind}, {hit.created_at[:10]}"),
+            escape(_who(hit.kind, hit.name or hit.role, hit.created_at)),
             escape(f"{hit.session} / {', '.join(hit.source_ids)}"),
         )
     out.print(table)
@@ -67,6 +81,13 @@ def recall_command(
         for n, hit in enumerate(hits, start=1):
             parts = ", ".join(f"{k}={v}" for k, v in (hit.explain or {}).items())
             out.print(f"{n}. {escape(parts)}", highlight=False)
+
+
+def _who(kind: str, name: str | None, created_at: str) -> str:
+    """ "Maya, 2026-03-02" for a message; "fact about Maya, since 2026-03-02" for a memory."""
+    if kind == "message":
+        return f"{name or '?'}, {created_at[:10]}"
+    return f"{kind} about {name}, since {created_at[:10]}"
 
 
 def _clip(text: str, width: int = 400) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .core import Store, now_iso
@@ -127,6 +128,26 @@ def fail(
             (status, time.time() + delay, error[:2000], output, now_iso(), job.id, job.owner),
         )
     return status
+
+
+def reclaim_dead(store: Store, host: str, alive: Callable[[int], bool]) -> int:
+    """Expire the leases of workers on ``host`` whose process is gone (a daemon killed with
+    -9), so their jobs are taken again now instead of when the lease runs out."""
+    dead = []
+    for job_id, owner in store.conn.execute(
+        "SELECT id, lease_owner FROM jobs WHERE status = 'running' AND lease_owner LIKE ?",
+        (f"{host}:%",),
+    ):
+        pid = owner.split(":")[1] if owner.count(":") >= 2 else ""
+        if pid.isdigit() and not alive(int(pid)):
+            dead.append(int(job_id))
+    if dead:
+        with store.write() as conn:
+            conn.executemany(
+                "UPDATE jobs SET lease_expires = 0 WHERE id = ? AND status = 'running'",
+                [(job_id,) for job_id in dead],
+            )
+    return len(dead)
 
 
 def release(store: Store, job: Job) -> None:

@@ -100,8 +100,9 @@ def save(
             outcome = _save_memory(
                 conn, job.entity_id, job.session_id, draft, extractor, vector, model
             )
-            if outcome:
-                setattr(result, outcome, getattr(result, outcome) + 1)
+            result.created += outcome in ("created", "superseded")
+            result.merged += outcome == "merged"
+            result.superseded += outcome == "superseded"
         for triple in extraction.triples:
             result.triples += _save_triple(conn, job.entity_id, triple, extractor)
         if extraction.summary and job.session_id is not None and job.message_ids:

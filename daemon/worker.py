@@ -1,0 +1,197 @@
+"""The daemon's loop: drain the queue, then wait for a hint that there is more.
+
+Hints come from watchfiles on the store's folder (a commit touches ``-wal``, never the
+``.db`` itself) and from ``PRAGMA data_version`` on the daemon's own connection, polled a few
+times a second; a slow timer catches retries whose backoff has passed. A hint only says
+"look": work is always found from the queue itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from memori_cli import Memori
+from memori_cli.augment.pipeline import AugmentReport
+from memori_cli.store import jobs
+
+from . import pidfile
+
+log = logging.getLogger("memori.daemon")
+
+POLL_SECONDS = 0.1
+SWEEP_SECONDS = 30.0
+HEARTBEAT_SECONDS = 2.0
+PRUNE_SECONDS = 300.0
+
+
+class AlreadyRunning(Exception):
+    """Another daemon holds this store's pidfile."""
+
+
+def setup_logging(db_path: Path) -> Path:
+    """Log to a rotating file in the state directory (ids and counts only, never contents)."""
+    path = pidfile.log_path(db_path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=5_000_000, backupCount=3)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("memori")
+    root.handlers = [handler]
+    root.setLevel(logging.INFO)
+    return path
+
+
+class Daemon:
+    """One long-running worker for one store."""
+
+    def __init__(self, db_path: Path, *, stop: threading.Event | None = None):
+        self.db_path = db_path
+        self.stop = stop or threading.Event()
+        self.wake = threading.Event()
+        self.started = time.time()
+        self.report = AugmentReport()
+        self.mem: Memori | None = None
+        self._last_beat = 0.0
+
+    def serve(self) -> None:
+        """Run until stopped (SIGTERM, SIGINT or :attr:`stop`). Raises :class:`AlreadyRunning`
+        if another daemon serves this store."""
+        fd = pidfile.acquire(self.db_path)
+        if fd is None:
+            raise AlreadyRunning(f"a daemon already serves {self.db_path}")
+        try:
+            self._install_signals()
+            self.mem = Memori(conn=self.db_path)
+            pipeline = self.mem.pipeline(stop=self.stop)
+            reclaimed = jobs.reclaim_dead(self.mem.store, socket.gethostname(), _alive)
+            if reclaimed:
+                log.info("took back %s jobs from workers that died mid-job", reclaimed)
+            log.info(
+                "started: pid %s, store %s, extractor %s, embedder %s",
+                os.getpid(),
+                self.db_path,
+                pipeline.extractor.name,
+                pipeline.embedder.name if pipeline.embedder else "none",
+            )
+            watcher = threading.Thread(target=self._watch, name="memori-watch", daemon=True)
+            watcher.start()
+            last_prune = 0.0
+            while not self.stop.is_set():
+                self.beat(pipeline.extractor.name, force=True)
+                pipeline.drain(report=self.report, prune=False)
+                if time.time() - last_prune > PRUNE_SECONDS:
+                    jobs.prune(self.mem.store)
+                    last_prune = time.time()
+                self._wait(pipeline.extractor.name)
+        finally:
+            self.stop.set()
+            log.info(
+                "stopped: %s jobs done, %s failed", self.report.jobs_done, self.report.jobs_failed
+            )
+            with contextlib.suppress(OSError):
+                pidfile.heartbeat_path(self.db_path).unlink()
+            if self.mem is not None:
+                self.mem.close()
+            os.close(fd)
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handle(signum: int, frame: Any) -> None:
+            log.info("signal %s: finishing the current job, then stopping", signum)
+            self.stop.set()
+            self.wake.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def _wait(self, extractor: str) -> None:
+        """Sleep until a hint, a due retry, the sweep timer or a stop."""
+        assert self.mem is not None
+        conn = self.mem.store.conn
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        due = jobs.next_due(self.mem.store)
+        deadline = time.time() + SWEEP_SECONDS
+        if due is not None:
+            deadline = min(deadline, max(due, time.time()) + 0.05)
+        self.wake.clear()
+        while not self.stop.is_set() and time.time() < deadline:
+            if self.wake.wait(POLL_SECONDS):
+                return
+            if conn.execute("PRAGMA data_version").fetchone()[0] != version:
+                return
+            self.beat(extractor)
+
+    def _watch(self) -> None:
+        """Turn file changes in the store's folder into wake-ups (hints only)."""
+        try:
+            import watchfiles
+
+            prefix = self.db_path.name
+
+            def ours(change: Any, path: str) -> bool:
+                return Path(path).name.startswith(prefix)
+
+            for _ in watchfiles.watch(
+                self.db_path.parent,
+                watch_filter=ours,
+                stop_event=self.stop,
+                debounce=20,
+                step=10,
+                recursive=False,
+                rust_timeout=1000,
+                yield_on_timeout=False,
+            ):
+                self.wake.set()
+        except Exception as exc:  # polling data_version still finds every commit
+            log.warning("file watching is off (%s); polling only", exc)
+
+    def beat(self, extractor: str, *, force: bool = False) -> None:
+        """Write the heartbeat (at most every HEARTBEAT_SECONDS unless forced)."""
+        now = time.time()
+        if not force and now - self._last_beat < HEARTBEAT_SECONDS:
+            return
+        self._last_beat = now
+        pidfile.write_heartbeat(
+            self.db_path,
+            {
+                "pid": os.getpid(),
+                "db": str(self.db_path),
+                "started": self.started,
+                "heartbeat": now,
+                "extractor": extractor,
+                "jobs_done": self.report.jobs_done,
+                "jobs_failed": self.report.jobs_failed,
+            },
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run(db_path: Path) -> int:
+    """Serve ``db_path`` in this process (foreground); returns an exit status."""
+    db_path = db_path.expanduser().resolve()
+    setup_logging(db_path)
+    try:
+        Daemon(db_path).serve()
+    except AlreadyRunning as exc:
+        log.info("not starting: %s", exc)
+        raise
+    return 0

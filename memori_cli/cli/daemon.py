@@ -1,0 +1,226 @@
+"""``memori daemon``: start, stop and inspect the background augmentation process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections import deque
+from pathlib import Path
+from typing import Annotated, Any
+
+import memori_daemon
+import typer
+from memori_daemon.worker import AlreadyRunning
+
+from .. import paths
+from ..errors import MemoriError
+from ..store import jobs
+from .common import err, handle_errors, out, print_json, state
+
+daemon_app = typer.Typer(
+    help="The background process that augments new messages as they arrive.",
+    no_args_is_help=True,
+)
+
+
+def _db(ctx: typer.Context) -> Path:
+    db = state(ctx).db
+    return (db or paths.default_db_path()).expanduser().resolve()
+
+
+@daemon_app.command("run")
+@handle_errors
+def run_command(ctx: typer.Context) -> None:
+    """Run the daemon in the foreground until Ctrl-C or SIGTERM (for service managers)."""
+    from memori_daemon.worker import run
+
+    db = _db(ctx)
+    err.print(f"memori daemon serving {db}; logs in {memori_daemon.log_path(db)}")
+    try:
+        run(db)
+    except AlreadyRunning as exc:
+        raise MemoriError(str(exc)) from None
+
+
+@daemon_app.command("start")
+@handle_errors
+def start_command(
+    ctx: typer.Context,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for it to come up.")] = 15.0,
+) -> None:
+    """Start the daemon in the background (nothing happens if one already serves the store)."""
+    db = _db(ctx)
+    current = memori_daemon.status(db)
+    if current.running:
+        err.print(f"The daemon is already running (pid {current.pid}).")
+        return
+    log = memori_daemon.log_path(db)
+    log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(log, "ab") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "memori_daemon", "--db", str(db)],
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=handle,
+            start_new_session=True,
+        )
+    # It runs on after this command exits: no ResourceWarning about an unreaped child.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        _await_start(process, db, log, wait)
+
+
+def _await_start(process: subprocess.Popen[bytes], db: Path, log: Path, wait: float) -> None:
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        current = memori_daemon.status(db)
+        if current.running and current.heartbeat is not None:
+            if current.pid == process.pid:
+                err.print(f"Started the daemon (pid {process.pid}); logs in {log}.")
+            else:  # another start won the race: ours finds the lock taken and exits
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(max(deadline - time.time(), 1.0))
+                err.print(f"The daemon is already running (pid {current.pid}).")
+            return
+        if process.poll() is not None and not current.running:
+            raise MemoriError(f"the daemon exited at once (status {process.returncode}); see {log}")
+        time.sleep(0.05)
+    raise MemoriError(f"the daemon did not report within {wait:g} s; see {log}")
+
+
+@daemon_app.command("stop")
+@handle_errors
+def stop_command(
+    ctx: typer.Context,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for it to finish.")] = 30.0,
+) -> None:
+    """Stop the daemon: it finishes (or hands back) its current job, then exits."""
+    db = _db(ctx)
+    current = memori_daemon.status(db)
+    if not current.running or current.pid is None:
+        err.print("The daemon is not running.")
+        return
+    os.kill(current.pid, signal.SIGTERM)
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        if not memori_daemon.status(db).running:
+            err.print(f"Stopped the daemon (pid {current.pid}).")
+            return
+        time.sleep(0.05)
+    raise MemoriError(f"the daemon (pid {current.pid}) is still finishing after {wait:g} s")
+
+
+@daemon_app.command("status")
+@handle_errors
+def status_command(
+    ctx: typer.Context,
+    json_output: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Whether the daemon runs: pid, uptime, heartbeat age, queue depth, failures, model."""
+    db = _db(ctx)
+    current = memori_daemon.status(db)
+    beat = current.heartbeat or {}
+    mem = state(ctx).memori()
+    now = time.time()
+    data: dict[str, Any] = {
+        "running": current.running,
+        "pid": current.pid,
+        "store": str(db),
+        "uptime_s": round(now - beat["started"], 1) if "started" in beat else None,
+        "heartbeat_age_s": round(now - beat["heartbeat"], 1) if "heartbeat" in beat else None,
+        "extractor": beat.get("extractor") or mem.extractor().name,
+        "jobs_done_since_start": beat.get("jobs_done"),
+        "queue": jobs.depth(mem.store),
+        "log": str(memori_daemon.log_path(db)),
+    }
+    if json_output:
+        print_json(data)
+        return
+    for key, value in data.items():
+        if key == "queue":
+            value = ", ".join(f"{n} {status}" for status, n in value.items())
+        out.print(f"{key.replace('_', ' ')}: {value}", highlight=False)
+
+
+@daemon_app.command("logs")
+@handle_errors
+def logs_command(
+    ctx: typer.Context,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines to show.")] = 50,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+) -> None:
+    """Show the daemon's log (it never holds message contents at info level)."""
+    log = memori_daemon.log_path(_db(ctx))
+    if not log.exists():
+        err.print(f"No log yet at {log}.")
+        return
+    with open(log, encoding="utf-8", errors="replace") as handle:
+        for line in deque(handle, maxlen=max(lines, 0)):
+            sys.stdout.write(line)
+        sys.stdout.flush()
+        while follow:
+            line = handle.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)
+
+
+@daemon_app.command("install")
+@handle_errors
+def install_command(
+    ctx: typer.Context,
+    system: Annotated[
+        str, typer.Option(help="Service manager: systemd (Linux) or launchd (macOS).")
+    ] = ("launchd" if sys.platform == "darwin" else "systemd"),
+) -> None:
+    """Write a service file that starts the daemon at login: a systemd user unit on Linux,
+    a launchd agent on macOS. Prints the command that enables it."""
+    db = _db(ctx)
+    command = [sys.executable, "-m", "memori_daemon", "--db", str(db)]
+    env = {k: os.environ[k] for k in ("MEMORI_HOME",) if k in os.environ}
+    if system == "systemd":
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+        target = base / "systemd" / "user" / "memori.service"
+        environment = "".join(f"Environment={k}={shlex.quote(v)}\n" for k, v in env.items())
+        text = (
+            "[Unit]\nDescription=memori augmentation daemon\n\n"
+            f"[Service]\nExecStart={shlex.join(command)}\n{environment}"
+            "Restart=on-failure\nRestartSec=5\n\n[Install]\nWantedBy=default.target\n"
+        )
+        enable = "systemctl --user daemon-reload && systemctl --user enable --now memori"
+    elif system == "launchd":
+        from xml.sax.saxutils import escape
+
+        target = Path.home() / "Library" / "LaunchAgents" / "dev.memori.daemon.plist"
+        args = "".join(f"<string>{escape(a)}</string>" for a in command)
+        envs = "".join(
+            f"<key>{escape(k)}</key><string>{escape(v)}</string>" for k, v in env.items()
+        )
+        text = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" '
+            '"http://www.apple.com/DTDs/PropertyList-1.0.dtd">\n'
+            '<plist version="1.0"><dict>'
+            "<key>Label</key><string>dev.memori.daemon</string>"
+            f"<key>ProgramArguments</key><array>{args}</array>"
+            f"<key>EnvironmentVariables</key><dict>{envs}</dict>"
+            "<key>RunAtLoad</key><true/><key>KeepAlive</key><true/>"
+            "</dict></plist>\n"
+        )
+        enable = f"launchctl load -w {shlex.quote(str(target))}"
+    else:
+        raise typer.BadParameter(f"unknown service manager {system!r}: use systemd or launchd")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    err.print(f"Wrote {target}. Enable it with:", highlight=False)
+    out.print(enable, highlight=False)

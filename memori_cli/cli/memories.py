@@ -1,0 +1,197 @@
+"""``memori memories`` and ``memori jobs``: inspect and correct what augmentation made."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..augment.extract import KINDS
+from ..errors import MemoriError
+from .common import err, handle_errors, out, print_json, state
+from .recalling import _iso
+
+memories_app = typer.Typer(
+    help="Inspect and correct the typed memories extracted from conversations.",
+    no_args_is_help=True,
+)
+jobs_app = typer.Typer(
+    help="The augmentation queue: pending and failed jobs.", invoke_without_command=True
+)
+
+
+def _kind(value: str | None) -> str | None:
+    if value is not None and value not in KINDS:
+        raise typer.BadParameter(f"expected one of {', '.join(KINDS)}", param_hint="--kind")
+    return value
+
+
+def _table(rows: list[dict[str, Any]], *, history: bool) -> Table:
+    table = Table(expand=True)
+    for name in ("id", "kind", "content", "about", "seen", "since"):
+        table.add_column(name, overflow="fold", ratio=1 if name == "content" else None)
+    if history:
+        table.add_column("until")
+    for row in rows:
+        style = "dim" if row["valid_to"] else None
+        cells = [
+            str(row["id"]),
+            row["kind"],
+            escape(row["content"]),
+            escape(row["about"]),
+            f"{row['count']}x",
+            row["valid_from"][:10],
+        ]
+        if history:
+            cells.append((row["valid_to"] or "")[:10])
+        table.add_row(*cells, style=style)
+    return table
+
+
+@memories_app.command("list")
+@handle_errors
+def list_command(
+    ctx: typer.Context,
+    entity: Annotated[str | None, typer.Option(help="Whose memories (default: current).")] = None,
+    kind: Annotated[str | None, typer.Option(help=f"Only this kind: {', '.join(KINDS)}.")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="What was true at this ISO date.")
+    ] = None,
+    history: Annotated[
+        bool, typer.Option("--history", help="Superseded memories too (dimmed).")
+    ] = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most rows.")] = 100,
+    json_output: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List an entity's memories, newest first: current ones unless --as-of or --history."""
+    mem = state(ctx).memori()
+    rows = mem.memories(
+        entity, kind=_kind(kind), as_of=_iso(as_of, "--as-of"), history=history, limit=limit
+    )
+    if json_output:
+        print_json(rows)
+    elif not rows:
+        err.print("No memories yet (they are extracted by `memori augment` or the daemon).")
+    else:
+        out.print(_table(rows, history=history))
+
+
+def _get(ctx: typer.Context, memory_id: int) -> dict[str, Any]:
+    found = state(ctx).memori().memory(memory_id)
+    if found is None:
+        raise MemoriError(f"no memory with id {memory_id}")
+    return found
+
+
+@memories_app.command("show")
+@handle_errors
+def show_command(
+    ctx: typer.Context,
+    memory_id: Annotated[int, typer.Argument(help="The memory's id.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show one memory: its fields, validity, and the messages it came from."""
+    found = _get(ctx, memory_id)
+    if json_output:
+        print_json(found)
+        return
+    for key in (
+        "id",
+        "kind",
+        "content",
+        "about",
+        "slot",
+        "confidence",
+        "trust",
+        "count",
+        "first_seen",
+        "last_seen",
+        "valid_from",
+        "valid_to",
+        "superseded_by",
+        "extractor",
+        "session",
+        "source_ids",
+    ):
+        out.print(f"{key}: {escape(str(found[key]))}", highlight=False)
+
+
+@memories_app.command("history")
+@handle_errors
+def history_command(
+    ctx: typer.Context,
+    memory_id: Annotated[int, typer.Argument(help="The memory's id.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """What a memory's slot held over time ("lives in Paris", then "lives in Berlin")."""
+    _get(ctx, memory_id)
+    rows = state(ctx).memori().memory_history(memory_id)
+    if json_output:
+        print_json(rows)
+    else:
+        out.print(_table(rows, history=True))
+
+
+@memories_app.command("forget")
+@handle_errors
+def forget_command(
+    ctx: typer.Context,
+    memory_id: Annotated[int, typer.Argument(help="The memory's id.")],
+) -> None:
+    """Delete one memory for good (from full-text search and vectors too)."""
+    if not state(ctx).memori().forget_memory(memory_id):
+        raise MemoriError(f"no memory with id {memory_id}")
+    err.print(f"Forgot memory {memory_id}.")
+
+
+@jobs_app.callback()
+@handle_errors
+def jobs_command(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None, typer.Option(help="Only pending, running, failed or done jobs.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most rows.")] = 50,
+    json_output: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List augmentation jobs that are not done yet (failed ones with their error)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if status is not None and status not in ("pending", "running", "failed", "done"):
+        raise typer.BadParameter("expected pending, running, failed or done", param_hint="--status")
+    rows = state(ctx).memori().jobs(status=status, limit=limit)
+    if json_output:
+        print_json(rows)
+        return
+    if not rows:
+        err.print("No jobs waiting or failed.")
+        return
+    table = Table(expand=True)
+    for name in ("id", "entity", "status", "attempts", "messages", "updated", "error"):
+        table.add_column(name, overflow="fold", ratio=1 if name == "error" else None)
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            escape(row["entity"]),
+            row["status"],
+            str(row["attempts"]),
+            str(row["messages"]),
+            row["updated_at"][:19],
+            escape(row["error"] or ""),
+        )
+    out.print(table)
+
+
+@jobs_app.command("retry")
+@handle_errors
+def retry_command(
+    ctx: typer.Context,
+    job_ids: Annotated[
+        list[int] | None, typer.Argument(help="Job ids to requeue (default: every failed job).")
+    ] = None,
+) -> None:
+    """Requeue failed jobs with fresh attempts."""
+    count = state(ctx).memori().retry_jobs(job_ids or None)
+    err.print(f"Requeued {count} failed job(s).")
