@@ -17,10 +17,11 @@ def main() -> int:
     parser.add_argument("--db", type=Path, default=None, help="the store file")
     args = parser.parse_args()
     try:
-        return run(args.db or paths.default_db_path())
+        run(args.db or paths.default_db_path())
     except AlreadyRunning as exc:
         print(f"memori daemon: {exc}", file=sys.stderr)
         return 3
+    return 0
 
 
 if __name__ == "__main__":

@@ -185,8 +185,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def run(db_path: Path) -> int:
-    """Serve ``db_path`` in this process (foreground); returns an exit status."""
+def run(db_path: Path) -> None:
+    """Serve ``db_path`` in this process (foreground) until stopped; raises
+    :class:`AlreadyRunning` if another daemon serves it."""
     db_path = db_path.expanduser().resolve()
     setup_logging(db_path)
     try:
@@ -194,4 +195,3 @@ def run(db_path: Path) -> int:
     except AlreadyRunning as exc:
         log.info("not starting: %s", exc)
         raise
-    return 0

@@ -221,8 +221,8 @@ class Memori:
 
     def _stale(self, embedder: embed.Embedder) -> str | None:
         """Why the vector index cannot serve ``embedder``, or None if it can."""
-        built = vectors.index_model(self.store)
-        if built is None or built == (embedder.name, embedder.dim):
+        built = vectors.stale_index(self.store, embedder.name, embedder.dim)
+        if built is None:
             return None
         return (
             f"the vector index was built with {built[0]}, but the configured model is "

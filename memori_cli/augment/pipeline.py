@@ -42,6 +42,15 @@ class AugmentReport:
     triples: int = 0
     embedded: int = 0
 
+    def add(self, saved: memories.SaveResult) -> None:
+        """Count one finished job and what it saved."""
+        self.jobs_done += 1
+        self.memories_created += saved.created
+        self.memories_merged += saved.merged
+        self.memories_superseded += saved.superseded
+        self.triples += saved.triples
+        self.embedded += saved.embedded
+
     def to_dict(self) -> dict[str, int]:
         """The report as JSON-ready data."""
         return dataclasses.asdict(self)
@@ -69,8 +78,6 @@ class Pipeline:
         self.embedder = embedder
         self.owner = owner or worker_id()
         self.stop = stop or threading.Event()
-        #: The job being worked on now, if any (the daemon's status shows it).
-        self.current: jobs.Job | None = None
 
     def drain(
         self,
@@ -98,7 +105,6 @@ class Pipeline:
 
     def run(self, job: jobs.Job, report: AugmentReport) -> None:
         """Run one claimed job to done, retry or failed; never raises for the job's faults."""
-        self.current = job
         try:
             saved = self._process(job)
         except Stopping:
@@ -119,12 +125,7 @@ class Pipeline:
                 report.jobs_retrying += 1
             log.exception("job %s attempt %s failed (%s)", job.id, job.attempts, status)
         else:
-            report.jobs_done += 1
-            report.memories_created += saved.created
-            report.memories_merged += saved.merged
-            report.memories_superseded += saved.superseded
-            report.triples += saved.triples
-            report.embedded += saved.embedded
+            report.add(saved)
             log.info(
                 "job %s done: %s messages, %s new memories, %s merged, %s superseded",
                 job.id,
@@ -133,8 +134,6 @@ class Pipeline:
                 saved.merged,
                 saved.superseded,
             )
-        finally:
-            self.current = None
 
     def _process(self, job: jobs.Job) -> memories.SaveResult:
         rows = memories.job_turns(self.store, job)
@@ -177,8 +176,7 @@ class Pipeline:
         embedder = self.embedder
         if embedder is None:
             return None
-        built = vectors.index_model(self.store)
-        if built is not None and built != (embedder.name, embedder.dim):
+        if vectors.stale_index(self.store, embedder.name, embedder.dim):
             return None
         rows = vectors.pending(self.store, ids=job.message_ids, limit=len(job.message_ids) + 1)
         texts = [embedding_text(row) for row in rows]

@@ -9,9 +9,8 @@ import numpy as np
 
 from ..store import Store, vectors
 from ..store import memories as store_memories
-from ..store.fts import WORD as _WORD
 from ..store.messages import get_messages, neighbours, speakers
-from .hybrid import RankingConfig, candidates, fuse, mentioned_speakers, rank
+from .hybrid import RankingConfig, candidates, fuse, mentioned_speakers, rank, speaker_words
 
 __all__ = ["RankingConfig", "RecallHit", "recall"]
 
@@ -87,7 +86,7 @@ def recall(
         if neighbour_only and (mid not in rows or not _passes(rows[mid], process_id, since, until)):
             del fused[mid]
     hits = []
-    for message_id, score, parts in rank(fused, rows, config, speakers=about):
+    for message_id, score, parts in rank(fused, rows, config, speakers=about)[:limit]:
         row = rows[message_id]
         source = row["external_id"] if row["external_id"] is not None else str(row["id"])
         hits.append(
@@ -101,7 +100,7 @@ def recall(
     if memories and process_id is None:
         hits += _memory_hits(
             store, query, query_vector, entity_id=entity_id, since=since, until=until,
-            as_of=as_of, config=config, speakers=about, explain=explain,
+            as_of=as_of, config=config, speakers=about, explain=explain, limit=limit,
         )  # fmt: skip
     hits.sort(key=lambda hit: -hit.score)
     return hits[:limit]
@@ -119,12 +118,13 @@ def _memory_hits(
     config: RankingConfig,
     speakers: set[str],
     explain: bool,
+    limit: int,
 ) -> list[RecallHit]:
     """Memories for the query, fused and ranked like messages (``name`` is who it is about)."""
-    drop = {w for name in speakers for w in _WORD.findall(name.lower())}
     lexical = store_memories.search_memories(
-        store, query, entity_id=entity_id, as_of=as_of, limit=config.candidates, drop_words=drop
-    )
+        store, query, entity_id=entity_id, as_of=as_of, limit=config.candidates,
+        drop_words=speaker_words(speakers),
+    )  # fmt: skip
     nearest: list[tuple[int, float]] = []
     if query_vector is not None:
         found = vectors.knn_memories(store.conn, entity_id, query_vector, config.candidates)
@@ -143,7 +143,7 @@ def _memory_hits(
             continue
         row.update(created_at=row["last_seen"], name=row["about"])
     hits = []
-    for memory_id, score, parts in rank(fused, rows, config, speakers=speakers):
+    for memory_id, score, parts in rank(fused, rows, config, speakers=speakers)[:limit]:
         row = rows[memory_id]
         hits.append(
             RecallHit(

@@ -71,6 +71,11 @@ def fuse(
     return fused
 
 
+def speaker_words(speakers: set[str]) -> set[str]:
+    """The words of speakers' names: they leave the bm25 query (see speaker_weight)."""
+    return {w for name in speakers for w in _WORD.findall(name.lower())}
+
+
 def mentioned_speakers(query: str, names: list[str]) -> set[str]:
     """The speaker names whose first word the query contains (case-insensitively)."""
     words = {w.lower() for w in _WORD.findall(query)}
@@ -131,7 +136,7 @@ def candidates(
     speakers: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> tuple[list[dict[str, Any]], list[tuple[int, float]]]:
     """bm25 rows and vector (id, distance) pairs for the query, filters applied to both."""
-    drop = {w for name in speakers for w in _WORD.findall(name.lower())}
+    drop = speaker_words(speakers)
     lexical = search_messages(
         store, query, entity_id=entity_id, process_id=process_id, since=since, until=until,
         limit=config.candidates, drop_words=drop,

@@ -91,20 +91,25 @@ def save(
     fresh: vectors.Added = {}
     with store.write() as conn:
         jobs.check_lease(conn, job)
+        drafts: list[MemoryDraft | TripleDraft] = [*extraction.memories, *extraction.triples]
+        wanted = {i for draft in drafts for i in draft.source_ids}
+        known = _sources(conn, job.entity_id, sorted(wanted))
         if found is not None:
             fresh = vectors.insert(conn, found.model, found.message_ids, found.messages)
             result.embedded = sum(len(ids) for ids, _ in fresh.values())
         for position, draft in enumerate(extraction.memories):
             vector = found.memories[position] if found is not None else None
             model = found.model if found is not None else None
+            sources = [known[i] for i in draft.source_ids if i in known]
             outcome = _save_memory(
-                conn, job.entity_id, job.session_id, draft, extractor, vector, model
+                conn, job.entity_id, job.session_id, draft, sources, extractor, vector, model
             )
             result.created += outcome in ("created", "superseded")
             result.merged += outcome == "merged"
             result.superseded += outcome == "superseded"
         for triple in extraction.triples:
-            result.triples += _save_triple(conn, job.entity_id, triple, extractor)
+            sources = [known[i] for i in triple.source_ids if i in known]
+            result.triples += _save_triple(conn, job.entity_id, triple, sources, extractor)
         if extraction.summary and job.session_id is not None and job.message_ids:
             conn.execute(
                 """INSERT INTO session_summaries
@@ -129,17 +134,33 @@ def save(
     return result
 
 
-def _sources(conn: Any, entity_id: str, ids: Sequence[int]) -> list[tuple[int, str, float]]:
-    """(id, created_at, trust) of the source messages that still exist in the entity."""
+#: A source message: (id, created_at, trust).
+Source = tuple[int, str, float]
+
+
+def _sources(conn: Any, entity_id: str, ids: Sequence[int]) -> dict[int, Source]:
+    """The source messages among ``ids`` that still exist in the entity, by id."""
     ids = [int(i) for i in ids]
     if not ids:
-        return []
+        return {}
     rows = conn.execute(
         f"""SELECT id, created_at, trust FROM messages
             WHERE entity_id = ? AND id IN ({",".join("?" * len(ids))})""",
         [entity_id, *ids],
     ).fetchall()
-    return [(int(i), str(c), float(t)) for i, c, t in rows]
+    return {int(i): (int(i), str(c), float(t)) for i, c, t in rows}
+
+
+def _add_sources(conn: Any, table: str, owner: int, sources: list[Source]) -> int:
+    """Link ``owner`` (a memory or triple) to its source messages; returns how many links
+    are new (a source seen before does not count twice, so re-runs change nothing)."""
+    added = 0
+    for message_id, _, _ in sources:
+        cursor = conn.execute(
+            f"INSERT INTO {table} VALUES (?, ?) ON CONFLICT DO NOTHING", (owner, message_id)
+        )
+        added += max(cursor.rowcount, 0)
+    return added
 
 
 def _save_memory(
@@ -147,12 +168,12 @@ def _save_memory(
     entity_id: str,
     session_id: int | None,
     draft: MemoryDraft,
+    sources: list[Source],
     extractor: str,
     vector: np.ndarray | None,
     model: str | None,
 ) -> str | None:
-    """Merge, supersede or create; returns which (a SaveResult field) or None if skipped."""
-    sources = _sources(conn, entity_id, draft.source_ids)
+    """Merge, supersede or create; returns which, or None if skipped (no source left)."""
     norm = normalise(draft.content)
     if not sources or not norm:
         return None
@@ -191,10 +212,7 @@ def _save_memory(
             now,
         ),
     ).fetchone()
-    conn.executemany(
-        "INSERT INTO memory_sources (memory_id, message_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        [(memory_id, mid) for mid, _, _ in sources],
-    )
+    _add_sources(conn, "memory_sources", memory_id, sources)
     if vector is not None and model is not None:
         vectors.insert_memory(conn, model, memory_id, entity_id, vector)
     outcome = "created"
@@ -217,18 +235,9 @@ def _similar(conn: Any, entity_id: str, draft: MemoryDraft, vector: np.ndarray) 
     return None
 
 
-def _merge(
-    conn: Any, memory_id: int, sources: list[tuple[int, str, float]], first: str, when: str
-) -> None:
+def _merge(conn: Any, memory_id: int, sources: list[Source], first: str, when: str) -> None:
     """One more sighting: count the sources that are new, widen first/last seen."""
-    added = 0
-    for mid, _, _ in sources:
-        cursor = conn.execute(
-            "INSERT INTO memory_sources (memory_id, message_id) VALUES (?, ?) "
-            "ON CONFLICT DO NOTHING",
-            (memory_id, mid),
-        )
-        added += max(cursor.rowcount, 0)
+    added = _add_sources(conn, "memory_sources", memory_id, sources)
     conn.execute(
         """UPDATE memories SET count = count + ?, first_seen = min(first_seen, ?),
                last_seen = max(last_seen, ?) WHERE id = ?""",
@@ -249,22 +258,21 @@ def _supersede(
         return None
     other_id, other_from = int(other[0]), str(other[1])
     if other_from <= when:  # the usual case: the new statement replaces the old one
-        conn.execute(
-            "UPDATE memories SET valid_to = ?, superseded_by = ? WHERE id = ?",
-            (when, memory_id, other_id),
-        )
+        closed, until, successor = other_id, when, memory_id
     else:  # an older statement arriving late (imported history): it goes into history
-        conn.execute(
-            "UPDATE memories SET valid_to = ?, superseded_by = ? WHERE id = ?",
-            (other_from, other_id, memory_id),
-        )
+        closed, until, successor = memory_id, other_from, other_id
+    conn.execute(
+        "UPDATE memories SET valid_to = ?, superseded_by = ? WHERE id = ?",
+        (until, successor, closed),
+    )
     return "superseded"
 
 
-def _save_triple(conn: Any, entity_id: str, draft: TripleDraft, extractor: str) -> int:
+def _save_triple(
+    conn: Any, entity_id: str, draft: TripleDraft, sources: list[Source], extractor: str
+) -> int:
     """Merge into the current identical edge, or add one (closing a functional predicate's
     old edge); returns 1 if a row was added."""
-    sources = _sources(conn, entity_id, draft.source_ids)
     if not sources:
         return 0
     when = max(created for _, created, _ in sources)
@@ -274,16 +282,7 @@ def _save_triple(conn: Any, entity_id: str, draft: TripleDraft, extractor: str) 
         (entity_id, draft.subject, draft.predicate, draft.object),
     ).fetchone()
     if same is not None:
-        added = sum(
-            max(
-                conn.execute(
-                    "INSERT INTO triple_sources VALUES (?, ?) ON CONFLICT DO NOTHING",
-                    (same[0], mid),
-                ).rowcount,
-                0,
-            )
-            for mid, _, _ in sources
-        )
+        added = _add_sources(conn, "triple_sources", same[0], sources)
         conn.execute(
             "UPDATE triples SET count = count + ?, last_seen = max(last_seen, ?) WHERE id = ?",
             (added, when, same[0]),
@@ -308,10 +307,7 @@ def _save_triple(conn: Any, entity_id: str, draft: TripleDraft, extractor: str) 
             now_iso(),
         ),
     ).fetchone()
-    conn.executemany(
-        "INSERT INTO triple_sources VALUES (?, ?) ON CONFLICT DO NOTHING",
-        [(triple_id, mid) for mid, _, _ in sources],
-    )
+    _add_sources(conn, "triple_sources", triple_id, sources)
     if draft.functional:
         conn.execute(
             """UPDATE triples SET valid_to = ?, superseded_by = ?

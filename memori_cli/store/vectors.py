@@ -25,6 +25,13 @@ def index_model(store: Store) -> tuple[str, int] | None:
     return _index_model(store.conn)
 
 
+def stale_index(store: Store, model: str, dim: int) -> tuple[str, int] | None:
+    """The (model, dimension) of an index built with another model than this one, or None
+    (no index yet, or the same model)."""
+    built = index_model(store)
+    return built if built is not None and built != (model, dim) else None
+
+
 def _index_model(conn: Any) -> tuple[str, int] | None:
     rows = dict(
         conn.execute(
