@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -18,6 +19,7 @@ from .attribution import Attribution, new_session_id, validate_id
 from .augment.embedding import embed_pending, embed_pending_memories
 from .augment.extract import Extractor
 from .augment.pipeline import AugmentReport, Pipeline
+from .capture import LLM
 from .config import Config, StorageConfig, default_entity
 from .errors import RecallWarning
 from .importers.formats import RecordError
@@ -106,6 +108,12 @@ class Memori:
             return self.new_session()
         return current.session_id
 
+    @functools.cached_property
+    def llm(self) -> LLM:
+        """Wrap LLM clients: ``mem.llm.register(client)`` captures every call and injects
+        memories (see :mod:`memori_cli.capture`)."""
+        return LLM(self)
+
     # -- writing -------------------------------------------------------------------------
     def add_messages(
         self, messages: Iterable[Mapping[str, Any]], *, source: str = "api"
@@ -115,9 +123,16 @@ class Memori:
 
         Raises ``ValueError`` naming the message and field at fault; nothing is stored then.
         """
-        current = self.current
+        self._session()
+        return self._add(messages, self.current, source)
+
+    def _add(
+        self, messages: Iterable[Mapping[str, Any]], attribution: Attribution, source: str
+    ) -> store_messages.AddResult:
         defaults = Defaults(
-            entity=current.entity_id, session=self._session(), process=current.process_id
+            entity=attribution.entity_id,
+            session=attribution.session_id or new_session_id(),
+            process=attribution.process_id,
         )
         batch = []
         occurrences = Occurrences()
@@ -369,5 +384,7 @@ class Memori:
         return store_messages.forget_entity(self.store, validate_id(entity_id, "entity_id"))
 
     def close(self) -> None:
-        """Close the store's connections."""
+        """Store what wrapped calls captured, then close the store's connections."""
+        if "llm" in self.__dict__:
+            self.llm.writer.close()
         self.store.close()

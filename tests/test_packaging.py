@@ -23,6 +23,7 @@ def test_wheel_contents(tmp_path: Path) -> None:
     assert "memori_daemon" in top_level
     assert "daemon" not in top_level
     assert "memori_daemon/__init__.py" in names
+    assert "memori_cli/capture/__init__.py" in names
     assert "memori_cli/py.typed" in names
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     text = zipfile.ZipFile(wheel).read(metadata).decode()

@@ -9,6 +9,7 @@ import typer
 
 from .. import __version__
 from .admin import doctor_command, forget_command, sessions_command, stats_command
+from .chat import chat_command
 from .common import State, out
 from .daemon import daemon_app
 from .importing import import_command
@@ -50,6 +51,7 @@ def root(
     ctx.obj = State(db)
 
 
+app.command("chat")(chat_command)
 app.command("import")(import_command)
 app.command("recall")(recall_command)
 app.command("sessions")(sessions_command)

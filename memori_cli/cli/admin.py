@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .. import __version__, paths
+from .. import __version__, capture, paths
 from ..errors import MemoriError
 from ..memori import Memori
 from ..store import connect, jobs
@@ -129,6 +129,7 @@ def doctor_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
     checks.append(_embedding_check(mem))
     checks.append(_daemon_check(mem.store.path))
     checks.append(_queue_check(mem))
+    checks.append(_capture_check(mem))
     llama = importlib.util.find_spec("llama_cpp") is not None
     checks.append(
         {
@@ -217,6 +218,16 @@ def _queue_check(mem: Memori) -> dict[str, Any]:
         return {"check": "jobs", "status": "warn",
                 "detail": detail + ": see `memori jobs`, then `memori jobs retry`"}  # fmt: skip
     return {"check": "jobs", "status": "ok", "detail": detail}
+
+
+def _capture_check(mem: Memori) -> dict[str, Any]:
+    count = capture.spooled(mem.store)
+    if count:
+        spool = capture.spool_path(mem.store)
+        return {"check": "capture", "status": "warn",
+                "detail": f"{count} captured message(s) could not be stored and wait in {spool}: "
+                f"`memori import {spool}`, then delete the file"}  # fmt: skip
+    return {"check": "capture", "status": "ok", "detail": "no failed captures"}
 
 
 def _short(value: Any) -> str:

@@ -28,7 +28,8 @@ def _kind(value: str | None) -> str | None:
     return value
 
 
-def _table(rows: list[dict[str, Any]], *, history: bool) -> Table:
+def memories_table(rows: list[dict[str, Any]], *, history: bool) -> Table:
+    """Memories as a table; superseded ones dimmed."""
     table = Table(expand=True)
     for name in ("id", "kind", "content", "about", "seen", "since"):
         table.add_column(name, overflow="fold", ratio=1 if name == "content" else None)
@@ -75,7 +76,7 @@ def list_command(
     elif not rows:
         err.print("No memories yet (they are extracted by `memori augment` or the daemon).")
     else:
-        out.print(_table(rows, history=history))
+        out.print(memories_table(rows, history=history))
 
 
 def _get(ctx: typer.Context, memory_id: int) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def history_command(
     if json_output:
         print_json(rows)
     else:
-        out.print(_table(rows, history=True))
+        out.print(memories_table(rows, history=True))
 
 
 @memories_app.command("forget")

@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..recall import RecallHit
 from .common import err, handle_errors, out, print_json, state
 
 
@@ -64,6 +65,15 @@ def recall_command(
     if not hits:
         err.print(f"Nothing recalled for entity {escape(entity or mem.current.entity_id)!r}.")
         return
+    out.print(hits_table(hits))
+    if explain:
+        for n, hit in enumerate(hits, start=1):
+            parts = ", ".join(f"{k}={v}" for k, v in (hit.explain or {}).items())
+            out.print(f"{n}. {escape(parts)}", highlight=False)
+
+
+def hits_table(hits: list[RecallHit]) -> Table:
+    """Recall hits as a table: score, content, who said it when, session and sources."""
     table = Table(show_lines=False, expand=True)
     table.add_column("score", no_wrap=True, justify="right")
     table.add_column("content", ratio=1, overflow="fold")
@@ -76,11 +86,7 @@ def recall_command(
             escape(_who(hit.kind, hit.name or hit.role, hit.created_at)),
             escape(f"{hit.session} / {', '.join(hit.source_ids)}"),
         )
-    out.print(table)
-    if explain:
-        for n, hit in enumerate(hits, start=1):
-            parts = ", ".join(f"{k}={v}" for k, v in (hit.explain or {}).items())
-            out.print(f"{n}. {escape(parts)}", highlight=False)
+    return table
 
 
 def _who(kind: str, name: str | None, created_at: str) -> str:

@@ -380,6 +380,21 @@ def get_memories(store: Store, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     return out
 
 
+def source_messages(store: Store, ids: Sequence[int]) -> dict[int, list[tuple[str, str]]]:
+    """The (role, content) of each memory's source messages, by memory id."""
+    ids = [int(i) for i in ids]
+    out: dict[int, list[tuple[str, str]]] = {}
+    if ids:
+        for memory_id, role, content in store.conn.execute(
+            f"""SELECT ms.memory_id, m.role, m.content FROM memory_sources ms
+                JOIN messages m ON m.id = ms.message_id
+                WHERE ms.memory_id IN ({",".join("?" * len(ids))})""",
+            ids,
+        ):
+            out.setdefault(memory_id, []).append((role, content))
+    return out
+
+
 def history(store: Store, memory_id: int) -> list[dict[str, Any]]:
     """Every memory in the same slot about the same person (or the supersession chain),
     oldest first: what was true, and when."""

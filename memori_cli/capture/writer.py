@@ -1,0 +1,155 @@
+"""The capture writer: one background thread per Memori that stores captured exchanges.
+
+A wrapped call only puts its exchange on a queue (microseconds), so capture never slows the
+caller nor blocks an event loop. An exchange the store refuses (disk full, database locked
+past the busy timeout) is logged, counted, and appended to a spool file in the native JSONL
+format, which ``memori import`` brings back; ``memori doctor`` reports it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import json
+import logging
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import paths
+from ..attribution import Attribution
+from ..redact import redact
+
+if TYPE_CHECKING:
+    from ..memori import Memori
+    from ..store import Store
+
+log = logging.getLogger("memori.capture")
+
+
+def spool_path(store: Store) -> Path:
+    """Where exchanges the store refused are kept: beside the store file."""
+    if store.path is not None:
+        return Path(f"{store.path}.capture-failed.jsonl")
+    return paths.state_dir() / "capture-failed.jsonl"
+
+
+def spooled(store: Store) -> int:
+    """How many messages wait in the spool file (0 if there is none)."""
+    try:
+        with spool_path(store).open("rb") as file:
+            return sum(1 for line in file if line.strip())
+    except FileNotFoundError:
+        return 0
+
+
+@dataclasses.dataclass
+class Exchange:
+    """What one call captured: messages in native form and who they belong to."""
+
+    messages: list[dict[str, Any]]
+    attribution: Attribution
+    source: str
+
+
+class Writer:
+    """Stores exchanges in the background, in order; :meth:`flush` waits for them."""
+
+    def __init__(self, mem: Memori):
+        self._mem = weakref.proxy(mem)
+        self._queue: queue.Queue[Exchange | Callable[[], Any] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.failures = 0
+        self.written = 0
+
+    def submit(self, exchange: Exchange | Callable[[], Any]) -> None:
+        """Queue an exchange for the store (or another small write); returns at once."""
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="memori-capture", daemon=True
+                    )
+                    self._thread.start()
+                    atexit.register(self.flush, 10.0)
+        self._queue.put(exchange)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued exchange is stored (or spooled); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(remaining)
+        return True
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Flush, then stop the thread."""
+        if self._thread is not None:
+            self.flush(timeout)
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+            atexit.unregister(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            exchange = self._queue.get()
+            try:
+                if exchange is None:
+                    return
+                if isinstance(exchange, Exchange):
+                    self._write(exchange)
+                else:
+                    exchange()
+            except Exception as exc:
+                log.warning("capture: a background write failed: %s", exc)
+            finally:
+                self._queue.task_done()
+
+    def _write(self, exchange: Exchange) -> None:
+        try:
+            self._mem._add(exchange.messages, exchange.attribution, exchange.source)
+            self.written += 1
+        except ReferenceError:
+            return  # the Memori is gone; nothing to write to
+        except Exception as exc:
+            self.failures += 1
+            log.warning(
+                "capture: could not store %d message(s) for entity %r: %s",
+                len(exchange.messages),
+                exchange.attribution.entity_id,
+                exc,
+            )
+            self._spool(exchange, exc)
+
+    def _spool(self, exchange: Exchange, error: Exception) -> None:
+        attribution = exchange.attribution
+        lines = [
+            json.dumps(
+                {
+                    **message,
+                    "content": redact(str(message["content"])),
+                    "entity": attribution.entity_id,
+                    "process": attribution.process_id,
+                    "session": attribution.session_id,
+                },
+                ensure_ascii=False,
+            )
+            for message in exchange.messages
+        ]
+        try:
+            path = spool_path(self._mem.store)
+            paths.ensure_private_dir(path.parent, tighten=False)
+            paths.ensure_private_file(path)
+            with path.open("a", encoding="utf-8") as file:
+                file.write("".join(line + "\n" for line in lines))
+        except Exception as exc:  # disk full: the log line is all that is left
+            log.error("capture: could not spool the exchange either (%s): %s", exc, error)
