@@ -22,6 +22,7 @@ from .augment.pipeline import AugmentReport, Pipeline
 from .capture import LLM
 from .config import Config, StorageConfig, default_entity
 from .errors import RecallWarning
+from .graph import Graph
 from .importers.formats import RecordError
 from .importers.normalize import Defaults, Occurrences, normalize
 from .recall import RecallHit
@@ -113,6 +114,11 @@ class Memori:
         """Wrap LLM clients: ``mem.llm.register(client)`` captures every call and injects
         memories (see :mod:`memori_cli.capture`)."""
         return LLM(self)
+
+    @functools.cached_property
+    def graph(self) -> Graph:
+        """The knowledge graph: look, correct, export, import (see :mod:`memori_cli.graph`)."""
+        return Graph(self)
 
     # -- writing -------------------------------------------------------------------------
     def add_messages(

@@ -5,14 +5,16 @@ Usage: .venv/bin/python scripts/eval_locomo.py PATH/locomo-dev.json [--samples c
 
 Each conversation is imported as one entity through the public API (native JSONL: id = dia_id,
 name = speaker, session and timestamp from the session date), augmentation runs to completion,
-and every question is recalled with limit=20. Prints R@5/10/20, All@10 and NDCG@10 per
-category and overall (categories 1-4), category 5 on its own row, recall latency, and the same
-metrics for an FTS5-bm25 baseline over "[date] Speaker: text" computed in the same run.
+and every question is recalled with limit=20 (also with graph candidates on, and messages
+only). Prints R@5/10/20, All@10 and NDCG@10 per category and overall (categories 1-4),
+category 5 on its own row, recall latency, and the same metrics for an FTS5-bm25 baseline
+over "[date] Speaker: text" computed in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from memori_cli import Memori
+from memori_cli import Memori, recall
 from memori_cli.store.fts import STOPWORDS
 
 K_MAX = 20
@@ -142,11 +144,13 @@ class Baseline:
 
 def evaluate(data: list[dict[str, Any]], *, quiet: bool = False) -> dict[str, Any]:
     results: dict[str, dict[int, list[dict[str, float]]]] = {
-        "memori": defaultdict(list), "fts5 baseline": defaultdict(list)
+        "memori": defaultdict(list), "memori, graph on": defaultdict(list),
+        "memori, messages only": defaultdict(list), "fts5 baseline": defaultdict(list),
     }  # fmt: skip
     latencies: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         mem = Memori(conn=Path(tmp) / "eval.db")
+        graph_on = dataclasses.replace(mem.config.ranking, graph_weight=1.0)
         for sample in data:
             entity = sample["sample_id"]
             source = Path(tmp) / f"{entity}.jsonl"
@@ -161,6 +165,20 @@ def evaluate(data: list[dict[str, Any]], *, quiet: bool = False) -> dict[str, An
             retrievers: dict[str, Callable[[str], list[list[str]]]] = {
                 "memori": lambda q, e=entity: [
                     h.source_ids for h in mem.recall(q, K_MAX, entity_id=e)
+                ],
+                "memori, graph on": lambda q, e=entity: [
+                    h.source_ids
+                    for h in recall.recall(
+                        mem.store,
+                        q,
+                        mem._query_vector(q),
+                        entity_id=e,
+                        limit=K_MAX,
+                        config=graph_on,
+                    )
+                ],
+                "memori, messages only": lambda q, e=entity: [
+                    h.source_ids for h in mem.recall(q, K_MAX, entity_id=e, memories=False)
                 ],
                 "fts5 baseline": baseline,
             }

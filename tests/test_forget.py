@@ -35,12 +35,13 @@ def test_forget_entity_removes_rows_fts_and_bytes(tmp_path: Path) -> None:
     removed = mem.forget("victim")
     assert removed == {
         "messages": 2, "jobs": 1, "sessions": 1, "entities": 1, "memories": 2, "triples": 2,
-        "session_summaries": 1,
+        "session_summaries": 1, "graph_nodes": 3,
     }  # fmt: skip
     assert mem.recall("Zanzibarquux", entity_id="victim") == []
     conn = mem.store.conn
     for table in ("messages", "sessions", "jobs", "entities", "memories", "triples",
-                  "memory_embeddings", "message_embeddings"):  # fmt: skip
+                  "memory_embeddings", "message_embeddings", "graph_nodes",
+                  "graph_aliases"):  # fmt: skip
         column = "id" if table == "entities" else "entity_id"
         assert (
             conn.execute(f"SELECT count(*) FROM {table} WHERE {column} = 'victim'").fetchone()[0]

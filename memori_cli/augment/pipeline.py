@@ -181,6 +181,8 @@ class Pipeline:
         rows = vectors.pending(self.store, ids=job.message_ids, limit=len(job.message_ids) + 1)
         texts = [embedding_text(row) for row in rows]
         texts += [memory.content for memory in extraction.memories]
+        names = list(dict.fromkeys(n for t in extraction.triples for n in (t.subject, t.object)))
+        texts += names
         matrix = (
             np.asarray(embedder.embed(texts), dtype=np.float32)
             if texts
@@ -190,5 +192,6 @@ class Pipeline:
             model=embedder.name,
             message_ids=[row["id"] for row in rows],
             messages=matrix[: len(rows)],
-            memories=list(matrix[len(rows) :]),
+            memories=list(matrix[len(rows) : len(texts) - len(names)]),
+            names=dict(zip(names, matrix[len(texts) - len(names) :], strict=True)),
         )

@@ -12,6 +12,7 @@ from .admin import doctor_command, forget_command, sessions_command, stats_comma
 from .chat import chat_command
 from .common import State, out
 from .daemon import daemon_app
+from .graph import graph_app
 from .importing import import_command
 from .memories import jobs_app, memories_app
 from .models import augment_command, model_app, reembed_command
@@ -64,6 +65,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(memories_app, name="memories")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(daemon_app, name="daemon")
+app.add_typer(graph_app, name="graph")
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..store import Store, vectors
+from ..store import Store, graph, vectors
 from ..store import memories as store_memories
 from ..store.messages import get_messages, neighbours, speakers
 from .hybrid import RankingConfig, candidates, fuse, mentioned_speakers, rank, speaker_words
@@ -77,13 +77,14 @@ def recall(
         until=until, config=config, speakers=about,
     )  # fmt: skip
     around = neighbours(store, [row["id"] for row in lexical]) if config.neighbour_weight else {}
-    fused = fuse(lexical, nearest, config, around)
+    graph_messages, graph_memories = _graph(store, entity_id, query, about, as_of, config)
+    fused = fuse(lexical, nearest, config, around, graph_messages)
     rows = {row["id"]: row for row in lexical}
     rows.update(get_messages(store, [mid for mid in fused if mid not in rows]))
     # Neighbours joined after the filtered searches: hold them to the same filters.
     for mid, parts in list(fused.items()):
-        neighbour_only = "lexical_rank" not in parts and "vector_rank" not in parts
-        if neighbour_only and (mid not in rows or not _passes(rows[mid], process_id, since, until)):
+        searched = "lexical_rank" in parts or "vector_rank" in parts
+        if not searched and (mid not in rows or not _passes(rows[mid], process_id, since, until)):
             del fused[mid]
     hits = []
     for message_id, score, parts in rank(fused, rows, config, speakers=about)[:limit]:
@@ -101,6 +102,7 @@ def recall(
         hits += _memory_hits(
             store, query, query_vector, entity_id=entity_id, since=since, until=until,
             as_of=as_of, config=config, speakers=about, explain=explain, limit=limit,
+            graph=graph_memories,
         )  # fmt: skip
     hits.sort(key=lambda hit: -hit.score)
     return hits[:limit]
@@ -119,6 +121,7 @@ def _memory_hits(
     speakers: set[str],
     explain: bool,
     limit: int,
+    graph: list[int],
 ) -> list[RecallHit]:
     """Memories for the query, fused and ranked like messages (``name`` is who it is about)."""
     lexical = store_memories.search_memories(
@@ -130,7 +133,11 @@ def _memory_hits(
         found = vectors.knn_memories(store.conn, entity_id, query_vector, config.candidates)
         valid = store_memories.valid_ids(store, [mid for mid, _ in found], as_of)
         nearest = [(mid, d) for mid, d in found if mid in valid]
-    fused = fuse([{"id": mid, "score": score} for mid, score in lexical], nearest, config)
+    valid = store_memories.valid_ids(store, graph, as_of) if graph else set()
+    fused = fuse(
+        [{"id": mid, "score": score} for mid, score in lexical], nearest, config,
+        graph=[mid for mid in graph if mid in valid],
+    )  # fmt: skip
     rows = store_memories.get_memories(store, list(fused))
     for mid in list(fused):
         row = rows.get(mid)
@@ -147,7 +154,8 @@ def _memory_hits(
         row = rows[memory_id]
         hits.append(
             RecallHit(
-                id=memory_id, kind=row["kind"], content=row["content"], score=round(score, 6),
+                id=memory_id, kind=row["kind"], content=row["content"],
+                score=round(score * config.memory_weight, 6),
                 created_at=row["valid_from"], session=row["session"] or "", entity=entity_id,
                 source_ids=row["source_ids"], name=row["about"],
                 explain=dict(parts, source_messages=row["source_ids"], count=row["count"],
@@ -155,6 +163,21 @@ def _memory_hits(
             )
         )  # fmt: skip
     return hits
+
+
+def _graph(
+    store: Store,
+    entity_id: str,
+    query: str,
+    speakers_named: set[str],
+    as_of: str | None,
+    config: RankingConfig,
+) -> tuple[list[int], list[int]]:
+    """(message ids, memory ids) reached from the nodes the query names, speakers aside."""
+    if not config.graph_weight:
+        return [], []
+    nodes = graph.nodes_in(store, entity_id, query, skip={n.casefold() for n in speakers_named})
+    return graph.graph_candidates(store, entity_id, nodes, as_of)
 
 
 def _passes(

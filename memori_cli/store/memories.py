@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..augment.extract import Extraction, MemoryDraft, TripleDraft, normalise
-from . import jobs, vectors
+from . import graph, jobs, vectors
 from .core import Store, now_iso
 from .fts import match_expression
 
@@ -48,6 +48,7 @@ class Vectors:
     message_ids: list[int]
     messages: np.ndarray
     memories: list[np.ndarray]
+    names: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # graph node names
 
 
 def job_turns(store: Store, job: jobs.Job) -> list[dict[str, Any]]:
@@ -109,7 +110,8 @@ def save(
             result.superseded += outcome == "superseded"
         for triple in extraction.triples:
             sources = [known[i] for i in triple.source_ids if i in known]
-            result.triples += _save_triple(conn, job.entity_id, triple, sources, extractor)
+            names = found.names if found is not None else {}
+            result.triples += _save_triple(conn, job.entity_id, triple, sources, extractor, names)
         if extraction.summary and job.session_id is not None and job.message_ids:
             conn.execute(
                 """INSERT INTO session_summaries
@@ -269,17 +271,28 @@ def _supersede(
 
 
 def _save_triple(
-    conn: Any, entity_id: str, draft: TripleDraft, sources: list[Source], extractor: str
+    conn: Any,
+    entity_id: str,
+    draft: TripleDraft,
+    sources: list[Source],
+    extractor: str,
+    names: dict[str, np.ndarray],
 ) -> int:
-    """Merge into the current identical edge, or add one (closing a functional predicate's
-    old edge); returns 1 if a row was added."""
+    """Resolve the edge's nodes, then merge into the current identical edge or add one
+    (closing a functional predicate's old edge); returns 1 if a row was added."""
     if not sources:
         return 0
     when = max(created for _, created, _ in sources)
+    subject_id = graph.resolve(
+        conn, entity_id, draft.subject, draft.subject_type, names.get(draft.subject)
+    )
+    object_id = graph.resolve(
+        conn, entity_id, draft.object, draft.object_type, names.get(draft.object)
+    )
     same = conn.execute(
-        """SELECT id FROM triples WHERE entity_id = ? AND lower(subject) = lower(?)
-               AND predicate = ? AND lower(object) = lower(?) AND valid_to IS NULL""",
-        (entity_id, draft.subject, draft.predicate, draft.object),
+        """SELECT id FROM triples WHERE entity_id = ? AND subject_id = ? AND predicate = ?
+               AND object_id = ? AND valid_to IS NULL""",
+        (entity_id, subject_id, draft.predicate, object_id),
     ).fetchone()
     if same is not None:
         added = _add_sources(conn, "triple_sources", same[0], sources)
@@ -290,8 +303,9 @@ def _save_triple(
         return 0
     (triple_id,) = conn.execute(
         """INSERT INTO triples (entity_id, subject, subject_type, predicate, object, object_type,
-               confidence, extractor, first_seen, last_seen, valid_from, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+               confidence, extractor, first_seen, last_seen, valid_from, created_at,
+               subject_id, object_id)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
         (
             entity_id,
             draft.subject,
@@ -305,15 +319,17 @@ def _save_triple(
             when,
             when,
             now_iso(),
+            subject_id,
+            object_id,
         ),
     ).fetchone()
     _add_sources(conn, "triple_sources", triple_id, sources)
     if draft.functional:
         conn.execute(
             """UPDATE triples SET valid_to = ?, superseded_by = ?
-               WHERE entity_id = ? AND lower(subject) = lower(?) AND predicate = ?
+               WHERE entity_id = ? AND subject_id = ? AND predicate = ?
                    AND valid_to IS NULL AND id != ? AND valid_from <= ?""",
-            (when, triple_id, entity_id, draft.subject, draft.predicate, triple_id, when),
+            (when, triple_id, entity_id, subject_id, draft.predicate, triple_id, when),
         )
     return 1
 
@@ -378,6 +394,38 @@ def get_memories(store: Store, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
             out[memory_id]["sources"].append(message_id)
             out[memory_id]["source_ids"].append(external or str(message_id))
     return out
+
+
+def add_observations(
+    store: Store, entity_id: str, about: str, observations: list[str], *, extractor: str
+) -> int:
+    """Store imported observations about ``about`` as current facts without source messages,
+    skipping any the entity already holds (same normalised text); returns how many were new."""
+    now = now_iso()
+    added = 0
+    with store.write() as conn:
+        conn.execute(
+            "INSERT INTO entities (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (entity_id, now),
+        )
+        for text in observations:
+            norm = normalise(text)
+            if (
+                not norm
+                or conn.execute(
+                    "SELECT 1 FROM memories WHERE entity_id = ? AND norm = ? AND valid_to IS NULL",
+                    (entity_id, norm),
+                ).fetchone()
+            ):
+                continue
+            conn.execute(
+                """INSERT INTO memories (entity_id, kind, content, norm, about, confidence,
+                       trust, extractor, first_seen, last_seen, valid_from, created_at)
+                   VALUES (?, 'fact', ?, ?, ?, 1.0, 1.0, ?, ?, ?, ?, ?)""",
+                (entity_id, text.strip(), norm, about, extractor, now, now, now, now),
+            )
+            added += 1
+    return added
 
 
 def source_messages(store: Store, ids: Sequence[int]) -> dict[int, list[tuple[str, str]]]:

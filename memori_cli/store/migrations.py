@@ -229,3 +229,40 @@ def m003_memories(db: Database) -> None:
         ALTER TABLE jobs ADD COLUMN finished_at REAL;
         """
     )
+
+
+@migrations(name="m004_graph")
+def m004_graph(db: Database) -> None:
+    # Graph nodes: one per real thing per entity; every spelling that resolved to a node is an
+    # alias keyed by its folded form (see store/graph.py). Edges stay the `triples` rows, now
+    # pointing at their nodes. Existing triples get their nodes here.
+    db.executescript(
+        """
+        CREATE TABLE graph_nodes (
+            id INTEGER PRIMARY KEY,
+            entity_id TEXT NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            type TEXT NOT NULL,
+            vector BLOB,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX graph_nodes_entity ON graph_nodes (entity_id, type);
+        CREATE TABLE graph_aliases (
+            entity_id TEXT NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            node_id INTEGER NOT NULL REFERENCES graph_nodes(id) ON DELETE CASCADE,
+            alias TEXT NOT NULL,
+            PRIMARY KEY (entity_id, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX graph_aliases_node ON graph_aliases (node_id);
+        ALTER TABLE triples ADD COLUMN subject_id INTEGER
+            REFERENCES graph_nodes(id) ON DELETE CASCADE;
+        ALTER TABLE triples ADD COLUMN object_id INTEGER
+            REFERENCES graph_nodes(id) ON DELETE CASCADE;
+        CREATE INDEX triples_subject_node ON triples (subject_id);
+        CREATE INDEX triples_object_node ON triples (object_id);
+        """
+    )
+    from .graph import backfill
+
+    backfill(db.conn)

@@ -1,0 +1,250 @@
+"""``memori graph``: look at, search, correct, export and import the knowledge graph."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from ..graph import FORMATS, GraphError
+from .common import err, handle_errors, out, print_json, state
+from .recalling import _iso
+
+graph_app = typer.Typer(help="The knowledge graph: show, stats, search, merge, forget, export.")
+EntityOption = Annotated[str | None, typer.Option(help="Whose graph (default: current).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print as JSON.")]
+PICTURES = ("png", "svg")
+
+
+@graph_app.command("show")
+@handle_errors
+def show_command(
+    ctx: typer.Context,
+    entity: EntityOption = None,
+    node: Annotated[str | None, typer.Option(help="Only this node's neighbourhood.")] = None,
+    depth: Annotated[int, typer.Option(min=1, max=5, help="Hops from --node.")] = 1,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="The graph at this date.")] = None,
+    history: Annotated[
+        bool, typer.Option("--history", help="Superseded edges too (dimmed).")
+    ] = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most nodes shown.")] = 15,
+    json_output: JsonOption = False,
+) -> None:
+    """Show the entity's graph as a tree: the most connected nodes first, their edges grouped
+    by predicate with counts and dates (or one node's neighbourhood with --node)."""
+    graph = state(ctx).memori().graph
+    when = _iso(as_of, "--as-of")
+    if node is not None:
+        centre, edges = graph.neighbourhood(
+            node, depth=depth, entity_id=entity, as_of=when, history=history
+        )
+        roots, more = [centre], 0
+    else:
+        nodes = graph.nodes(entity_id=entity, as_of=when)
+        edges = graph.edges(entity_id=entity, as_of=when, history=history)
+        connected = [n for n in nodes if n["degree"] or history]
+        roots, more = connected[:limit], max(0, len(connected) - limit)
+    if json_output:
+        print_json({"nodes": roots, "edges": edges})
+        return
+    if not roots:
+        err.print("The graph is empty (edges come from augmentation or `memori graph import`).")
+        return
+    out.print(_tree(roots, edges, depth if node is not None else 1, more))
+
+
+def _tree(roots: list[dict[str, Any]], edges: list[dict[str, Any]], depth: int, more: int) -> Tree:
+    by_node: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for edge in edges:
+        by_node[edge["subject_id"]].append(edge)
+        if edge["object_id"] != edge["subject_id"]:
+            by_node[edge["object_id"]].append(edge)
+    top = Tree("[bold]knowledge graph[/]", guide_style="dim")
+    shown: set[int] = set()  # each edge once: under the first node that reaches it
+
+    def grow(branch: Tree, node_id: int, level: int, seen: set[int]) -> None:
+        groups: dict[str, list[tuple[dict[str, Any], bool]]] = defaultdict(list)
+        for edge in by_node.get(node_id, []):
+            if edge["id"] in shown:
+                continue
+            shown.add(edge["id"])
+            outgoing = edge["subject_id"] == node_id
+            label = edge["predicate"] if outgoing else f"← {edge['predicate']}"
+            groups[label].append((edge, outgoing))
+        for label, items in sorted(groups.items()):
+            predicate = branch.add(f"[cyan]{escape(label)}[/]")
+            for edge, outgoing in items:
+                other_id = edge["object_id"] if outgoing else edge["subject_id"]
+                other = edge["object"] if outgoing else edge["subject"]
+                dates = f"since {edge['valid_from'][:10]}"
+                if edge["valid_to"]:
+                    dates += f", until {edge['valid_to'][:10]}"
+                text = f"{escape(other)} [dim](x{edge['count']}, {dates}, edge {edge['id']})[/]"
+                leaf = predicate.add(f"[dim strike]{text}[/]" if edge["valid_to"] else text)
+                if level < depth and other_id not in seen:
+                    grow(leaf, other_id, level + 1, seen | {other_id})
+
+    for root in roots:
+        if by_node.get(root["id"]) and all(e["id"] in shown for e in by_node[root["id"]]):
+            continue  # everything about it is shown already
+        aliases = f" [dim]aka {escape(', '.join(root['aliases']))}[/]" if root["aliases"] else ""
+        branch = top.add(
+            f"[bold]{escape(root['name'])}[/] [dim]{escape(root['type'])} #{root['id']}[/]{aliases}"
+        )
+        grow(branch, root["id"], 1, {root["id"]})
+    if more:
+        top.add(f"[dim]… {more} more nodes: --limit N, or --node NAME for one of them[/]")
+    return top
+
+
+@graph_app.command("stats")
+@handle_errors
+def stats_command(
+    ctx: typer.Context, entity: EntityOption = None, json_output: JsonOption = False
+) -> None:
+    """Counts of nodes, aliases and edges, node types and predicates."""
+    stats = state(ctx).memori().graph.stats(entity_id=entity)
+    if json_output:
+        print_json(stats)
+        return
+    table = Table(show_header=False)
+    for key in ("entity", "nodes", "aliases", "edges", "superseded_edges"):
+        table.add_row(key.replace("_", " "), escape(str(stats[key])))
+    for key in ("node_types", "predicates"):
+        table.add_row(
+            key.replace("_", " "), escape(", ".join(f"{k} {v}" for k, v in stats[key].items()))
+        )
+    out.print(table)
+
+
+@graph_app.command("search")
+@handle_errors
+def search_command(
+    ctx: typer.Context,
+    text: Annotated[str, typer.Argument(help="Text a node's name or alias contains.")],
+    entity: EntityOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Find nodes by name or alias."""
+    found = state(ctx).memori().graph.search(text, entity_id=entity)
+    if json_output:
+        print_json(found)
+    elif not found:
+        err.print(f"No node matches {escape(text)!r}.")
+    else:
+        table = Table()
+        for column in ("id", "name", "type", "edges", "aliases"):
+            table.add_column(column, overflow="fold")
+        for node in found:
+            table.add_row(str(node["id"]), escape(node["name"]), escape(node["type"]),
+                          str(node["degree"]), escape(", ".join(node["aliases"])))  # fmt: skip
+        out.print(table)
+
+
+@graph_app.command("merge")
+@handle_errors
+def merge_command(
+    ctx: typer.Context,
+    keep: Annotated[str, typer.Argument(help="The node to keep (name, alias or #ID).")],
+    gone: Annotated[str, typer.Argument(help="The node folded into it.")],
+    entity: EntityOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Merge node GONE into node KEEP: names become aliases, edges move, duplicates merge."""
+    result = state(ctx).memori().graph.merge(keep, gone, entity_id=entity)
+    if json_output:
+        print_json(result)
+    else:
+        err.print(f"Merged {escape(result['merged'])!r} into {escape(result['kept'])!r} "
+                  f"({result['merged_edges']} duplicate edge(s) combined).")  # fmt: skip
+
+
+@graph_app.command("forget")
+@handle_errors
+def forget_command(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="A node (name, alias or #ID) or edge:ID.")],
+    entity: EntityOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Delete a node with its edges, or one edge (edge:ID, as `graph show` lists them)."""
+    result = state(ctx).memori().graph.forget(target, entity_id=entity)
+    if json_output:
+        print_json(result)
+    else:
+        err.print(f"Forgot {result['nodes']} node(s) and {result['edges']} edge(s).")
+
+
+@graph_app.command("export")
+@handle_errors
+def export_command(
+    ctx: typer.Context,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS + PICTURES)}.")
+    ] = "json",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here.")] = None,
+    entity: EntityOption = None,
+) -> None:
+    """Export the current graph: json, dot, mermaid, graphml, mcp (the MCP memory server's
+    JSONL), or with Graphviz installed a png or svg picture."""
+    if format not in FORMATS + PICTURES:
+        raise typer.BadParameter(
+            f"{format!r}; choose one of {', '.join(FORMATS + PICTURES)}", param_hint="--format"
+        )
+    graph = state(ctx).memori().graph
+    if format in PICTURES:
+        dot = shutil.which("dot")
+        if dot is None:
+            raise GraphError(
+                f"--format {format} needs Graphviz's `dot`, which is not on PATH: install "
+                "Graphviz (apt install graphviz, brew install graphviz), or export --format dot"
+            )
+        if output is None and format == "png":
+            raise typer.BadParameter("a png needs --output FILE", param_hint="--output")
+        drawn = subprocess.run(
+            [dot, f"-T{format}"], input=graph.export("dot", entity_id=entity).encode(),
+            capture_output=True, check=False,
+        )  # fmt: skip
+        if drawn.returncode != 0:
+            raise GraphError(f"dot failed: {drawn.stderr.decode(errors='replace').strip()}")
+        data = drawn.stdout
+    else:
+        data = graph.export(format, entity_id=entity).encode()
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        output.write_bytes(data)
+        err.print(f"Wrote {escape(str(output))} ({len(data):,} bytes).")
+
+
+@graph_app.command("import")
+@handle_errors
+def import_command(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="An MCP memory server JSONL file.")],
+    entity: EntityOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Import the knowledge-graph JSONL of the reference MCP memory server: entities become
+    nodes (observations become facts), relations become edges. Exit 1 if a line was bad."""
+    if not path.is_file():
+        raise GraphError(f"{path}: no such file")
+    report = state(ctx).memori().graph.import_mcp(path, entity_id=entity)
+    if json_output:
+        print_json(report)
+    else:
+        err.print(f"Imported {report['nodes']} new node(s), {report['edges']} new edge(s), "
+                  f"{report['observations']} new observation(s).")  # fmt: skip
+        for line in report["errors"][:20]:
+            err.print(f"[red]{escape(line)}[/]")
+    if report["errors"]:
+        raise typer.Exit(1)
