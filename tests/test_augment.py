@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import HashingEmbedder
@@ -115,6 +117,23 @@ def test_similar_memories_merge_by_embedding(tmp_path: Path) -> None:
     assert (report.memories_merged, report.memories_created) == (1, 1)
     counts = sorted(m["count"] for m in mem.memories(kind="preference"))
     assert counts == [1, 2]
+    mem.close()
+
+
+class DigitBlindEmbedder(HashingEmbedder):
+    """Digits ignored: "Town0x" and "Town1x" get the same vector (cosine 1.0)."""
+
+    def embed(self, texts: list[str]) -> Any:
+        return super().embed([re.sub(r"\d", "", t) for t in texts])
+
+
+def test_a_new_value_close_in_meaning_supersedes_instead_of_merging(tmp_path: Path) -> None:
+    mem = Memori(conn=tmp_path / "m.db", embedder=DigitBlindEmbedder())
+    for n in range(3):
+        say(mem, f"I live in Town{n}x now.", f"2024-0{n + 1}-01T00:00:00Z", f"t{n}")
+        mem.augment()
+    assert [m["content"] for m in mem.memories(kind="fact")] == ["Ana lives in Town2x"]
+    assert len(mem.memories(kind="fact", history=True)) == 3
     mem.close()
 
 

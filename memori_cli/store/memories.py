@@ -187,7 +187,10 @@ def _save_memory(
                AND about = ? AND valid_to IS NULL""",
         (entity_id, norm, draft.kind, draft.about),
     ).fetchone()
-    if same is None and vector is not None:
+    if same is None and vector is not None and not draft.slot:
+        # Only slot-less memories merge by meaning: in a slot, different words are a new
+        # value ("lives in Town1" after "lives in Town0" is close in vector space, and
+        # "dislikes coffee" after "likes coffee" closer still), which supersedes below.
         same = _similar(conn, entity_id, draft, vector)
     if same is not None:
         _merge(conn, int(same[0]), sources, first, when)
@@ -229,8 +232,8 @@ def _similar(conn: Any, entity_id: str, draft: MemoryDraft, vector: np.ndarray) 
             break
         row = conn.execute(
             """SELECT id FROM memories WHERE id = ? AND kind = ? AND about = ?
-                   AND valid_to IS NULL AND coalesce(slot, '') = ?""",
-            (memory_id, draft.kind, draft.about, draft.slot or ""),
+                   AND valid_to IS NULL AND slot IS NULL""",
+            (memory_id, draft.kind, draft.about),
         ).fetchone()
         if row is not None:
             return row
