@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..embed import Embedder
-from ..store import Store, jobs, memories, vectors
+from ..store import Store, graph, jobs, memories, vectors
 from .embedding import embedding_text
 from .extract import Extraction, ExtractionError, Extractor, Turn
 
@@ -181,7 +181,11 @@ class Pipeline:
         rows = vectors.pending(self.store, ids=job.message_ids, limit=len(job.message_ids) + 1)
         texts = [embedding_text(row) for row in rows]
         texts += [memory.content for memory in extraction.memories]
-        names = list(dict.fromkeys(n for t in extraction.triples for n in (t.subject, t.object)))
+        names = graph.unknown_names(
+            self.store,
+            job.entity_id,
+            dict.fromkeys(n for t in extraction.triples for n in (t.subject, t.object)),
+        )
         texts += names
         matrix = (
             np.asarray(embedder.embed(texts), dtype=np.float32)

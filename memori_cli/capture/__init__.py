@@ -98,7 +98,7 @@ class LLM:
     def block(self, attribution: Attribution, conversation: Conversation) -> str | None:
         """The memory block for a call, or None; marks what it injects as used."""
         chosen = inject.select(
-            self._mem, attribution.entity_id, conversation.query, conversation.present,
+            self._mem, attribution.entity_id, conversation.query, conversation.present(),
             self.injection,
         )  # fmt: skip
         if chosen:

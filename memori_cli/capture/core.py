@@ -65,18 +65,23 @@ def tool_call_text(name: Any, arguments: Any) -> str:
 
 @dataclasses.dataclass
 class Conversation:
-    """What a call sends: the query for recall (the latest user text), the fingerprints of
-    every message in it, and the turns to capture (those after the last assistant turn)."""
+    """What a call sends: the query for recall (the latest user text), the text of every
+    message in it, and the turns to capture (those after the last assistant turn)."""
 
     query: str = ""
-    present: set[str] = dataclasses.field(default_factory=set)
+    texts: list[str] = dataclasses.field(default_factory=list)
     turns: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def present(self) -> set[str]:
+        """Fingerprints of the messages sent (only injection needs them: computed on demand,
+        off the capture path)."""
+        return {inject.fingerprint(text) for text in self.texts}
 
     def add(self, role: str, text: str, *, new: bool, name: Any = None) -> None:
         """Note one message of the call (``new``: it comes after the last assistant turn)."""
         if not text.strip():
             return
-        self.present.add(inject.fingerprint(text))
+        self.texts.append(text)
         if role == "user":
             self.query = text
         if new and role in ("user", "tool"):

@@ -88,7 +88,11 @@ def select(
     hits = [
         hit
         for hit in mem.recall(
-            query, settings.limit + len(present), entity_id=entity_id, explain=True
+            # Room for hits the call already sends, which are skipped below.
+            query,
+            settings.limit + min(len(present), 2 * settings.limit),
+            entity_id=entity_id,
+            explain=True,
         )
         if _relevant(hit, settings.min_similarity)
     ]

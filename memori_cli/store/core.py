@@ -17,6 +17,23 @@ from .matrix import Matrices
 from .migrations import migrations
 
 
+def dict_rows(cursor: Any) -> list[dict[str, Any]]:
+    """A cursor's rows as dicts keyed by column name."""
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor]
+
+
+def valid_at(as_of: str | None, alias: str) -> tuple[str, list[Any]]:
+    """The SQL condition (and its parameters) for rows of ``alias`` with validity columns
+    that hold now (``valid_to IS NULL``) or held at ``as_of``."""
+    if as_of is None:
+        return f"{alias}.valid_to IS NULL", []
+    return (
+        f"{alias}.valid_from <= ? AND ({alias}.valid_to IS NULL OR {alias}.valid_to > ?)",
+        [as_of, as_of],
+    )
+
+
 def now_iso() -> str:
     """The current UTC time as ISO-8601 with microseconds."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat()

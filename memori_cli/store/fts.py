@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .core import Store
+from .core import Store, dict_rows
 from .messages import filter_clauses
 
 WORD = re.compile(r"\w+")
@@ -93,5 +93,4 @@ def search_messages(
     """
     params.append(limit)
     cursor = store.conn.execute(sql, params)
-    columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row, strict=False)) for row in cursor]
+    return dict_rows(cursor)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import Store, now_iso
+from .core import Store, dict_rows, now_iso, valid_at
 from .fts import STOPWORDS
 
 SIMILAR = 0.95
@@ -44,12 +44,9 @@ def resolve(
 ) -> int:
     """The node for ``name`` in the entity's graph, made if there is none (inside the
     caller's write transaction)."""
-    key = node_key(name) or name.casefold()
-    row = conn.execute(
-        "SELECT node_id FROM graph_aliases WHERE entity_id = ? AND key = ?", (entity_id, key)
-    ).fetchone()
-    if row is not None:
-        return int(row[0])
+    known = _known(conn, entity_id, name)
+    if known is not None:
+        return known
     node_id = _similar(conn, entity_id, node_type, vector) if vector is not None else None
     if node_id is None:
         (node_id,) = conn.execute(
@@ -60,9 +57,27 @@ def resolve(
         ).fetchone()  # fmt: skip
     conn.execute(
         "INSERT INTO graph_aliases (entity_id, key, node_id, alias) VALUES (?, ?, ?, ?)",
-        (entity_id, key, node_id, name.strip()),
+        (entity_id, _key(name), node_id, name.strip()),
     )
     return int(node_id)
+
+
+def _key(name: str) -> str:
+    return node_key(name) or name.casefold()
+
+
+def _known(conn: Any, entity_id: str, name: str) -> int | None:
+    """The node ``name`` resolves to by its key, if any."""
+    row = conn.execute(
+        "SELECT node_id FROM graph_aliases WHERE entity_id = ? AND key = ?",
+        (entity_id, _key(name)),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def unknown_names(store: Store, entity_id: str, names: Iterable[str]) -> list[str]:
+    """The names no node answers to by key yet: only they need a vector to resolve."""
+    return [name for name in names if _known(store.conn, entity_id, name) is None]
 
 
 def _similar(conn: Any, entity_id: str, node_type: str, vector: np.ndarray) -> int | None:
@@ -104,7 +119,7 @@ def find_node(store: Store, entity_id: str, name: str) -> dict[str, Any] | None:
         where, args = "n.id = ?", [int(name.strip()[1:])]
     else:
         where = "n.id = (SELECT node_id FROM graph_aliases WHERE entity_id = ? AND key = ?)"
-        args = [entity_id, node_key(name) or name.casefold()]
+        args = [entity_id, _key(name)]
     found = nodes(store, entity_id, where=where, args=args)
     return found[0] if found else None
 
@@ -120,7 +135,7 @@ def nodes(
 ) -> list[dict[str, Any]]:
     """The entity's nodes with aliases and degree (edges valid now or at ``as_of``), highest
     degree first."""
-    valid, valid_args = _valid(as_of)
+    valid, valid_args = valid_at(as_of, "t")
     cursor = store.conn.execute(
         f"""SELECT n.id, n.name, n.type, n.created_at,
                    (SELECT count(*) FROM triples t WHERE (t.subject_id = n.id OR t.object_id = n.id)
@@ -131,7 +146,7 @@ def nodes(
             ORDER BY degree DESC, n.name LIMIT ?""",
         [*valid_args, entity_id, *args, int(limit)],
     )
-    out = _rows(cursor)
+    out = dict_rows(cursor)
     for row in out:
         row["aliases"] = sorted(set(json.loads(row["aliases"])))
     return out
@@ -147,7 +162,7 @@ def edges(
 ) -> list[dict[str, Any]]:
     """The entity's edges (touching ``node_ids`` if given): valid now, at ``as_of``, or every
     one with ``history``; each with ``sources`` (message ids, external where known)."""
-    valid, args = ("1", []) if history else _valid(as_of)
+    valid, args = ("1", []) if history else valid_at(as_of, "t")
     where = ""
     if node_ids is not None:
         ids = [int(i) for i in node_ids]
@@ -165,7 +180,7 @@ def edges(
             ORDER BY s.name, t.predicate, t.valid_from, t.id""",
         [entity_id, *args],
     )
-    out = _rows(cursor)
+    out = dict_rows(cursor)
     for row in out:
         row["sources"] = json.loads(row["sources"])
     return out
@@ -241,7 +256,7 @@ def graph_candidates(
     messages, and the memories made from those messages; most-seen edges first."""
     if not node_ids:
         return [], []
-    valid, args = _valid(as_of)
+    valid, args = valid_at(as_of, "t")
     marks = ",".join("?" * len(node_ids))
     rows = store.conn.execute(
         f"""SELECT ts.message_id, ms.memory_id FROM triples t
@@ -334,10 +349,10 @@ def add_node(store: Store, entity_id: str, name: str, node_type: str) -> int:
             "INSERT INTO entities (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (entity_id, now_iso()),
         )
-        (before,) = conn.execute("SELECT count(*) FROM graph_nodes").fetchone()
+        if _known(conn, entity_id, name) is not None:
+            return 0
         resolve(conn, entity_id, name, node_type)
-        (after,) = conn.execute("SELECT count(*) FROM graph_nodes").fetchone()
-    return int(after - before)
+    return 1
 
 
 def add_edge(
@@ -370,14 +385,3 @@ def add_edge(
              when, when, when, when, s, o),
         )  # fmt: skip
         return 1
-
-
-def _valid(as_of: str | None) -> tuple[str, list[Any]]:
-    if as_of is None:
-        return "t.valid_to IS NULL", []
-    return "t.valid_from <= ? AND (t.valid_to IS NULL OR t.valid_to > ?)", [as_of, as_of]
-
-
-def _rows(cursor: Any) -> list[dict[str, Any]]:
-    columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor]

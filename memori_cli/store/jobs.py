@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .core import Store, now_iso
+from .core import Store, dict_rows, now_iso
 
 #: A claimed job belongs to its worker for this long; long model runs renew it.
 LEASE_SECONDS = 120.0
@@ -210,5 +210,4 @@ def list_jobs(store: Store, *, status: str | None = None, limit: int = 50) -> li
             FROM jobs WHERE {where} ORDER BY id DESC LIMIT ?""",
         [*params, int(limit)],
     )
-    columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor]
+    return dict_rows(cursor)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..augment.extract import Extraction, MemoryDraft, TripleDraft, normalise
 from . import graph, jobs, vectors
-from .core import Store, now_iso
+from .core import Store, dict_rows, now_iso, valid_at
 from .fts import match_expression
 
 #: Cosine similarity above which two memories of the same kind and person are one memory.
@@ -61,8 +61,7 @@ def job_turns(store: Store, job: jobs.Job) -> list[dict[str, Any]]:
             WHERE entity_id = ? AND id IN ({",".join("?" * len(ids))}) ORDER BY id""",
         [job.entity_id, *ids],
     )
-    columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor]
+    return dict_rows(cursor)
 
 
 def session_summary(store: Store, session_id: int | None) -> str | None:
@@ -338,16 +337,6 @@ def _save_triple(
 
 
 # -- reading ---------------------------------------------------------------------------------
-def _valid(as_of: str | None, alias: str = "m") -> tuple[str, list[Any]]:
-    """The SQL condition for "true now" (current) or "true at ``as_of``"."""
-    if as_of is None:
-        return f"{alias}.valid_to IS NULL", []
-    return (
-        f"{alias}.valid_from <= ? AND ({alias}.valid_to IS NULL OR {alias}.valid_to > ?)",
-        [as_of, as_of],
-    )
-
-
 def list_memories(
     store: Store,
     entity_id: str,
@@ -361,7 +350,7 @@ def list_memories(
     every one ever made with ``history``."""
     clauses, params = ["m.entity_id = ?"], [entity_id]
     if not history:
-        clause, extra = _valid(as_of)
+        clause, extra = valid_at(as_of, "m")
         clauses.append(clause)
         params += extra
     if kind is not None:
@@ -372,7 +361,7 @@ def list_memories(
             WHERE {" AND ".join(clauses)} ORDER BY m.valid_from DESC, m.id DESC LIMIT ?""",
         [*params, int(limit)],
     )
-    return _rows(cursor)
+    return dict_rows(cursor)
 
 
 def get_memories(store: Store, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
@@ -386,7 +375,7 @@ def get_memories(store: Store, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
             WHERE m.id IN ({",".join("?" * len(ids))})""",
         ids,
     )
-    out = {row["id"]: dict(row, sources=[], source_ids=[]) for row in _rows(cursor)}
+    out = {row["id"]: dict(row, sources=[], source_ids=[]) for row in dict_rows(cursor)}
     if out:
         for memory_id, message_id, external in store.conn.execute(
             f"""SELECT ms.memory_id, ms.message_id, m.external_id FROM memory_sources ms
@@ -492,7 +481,7 @@ def search_memories(
     expression = match_expression(query, drop_words=drop_words)
     if expression is None:
         return []
-    clause, params = _valid(as_of)
+    clause, params = valid_at(as_of, "m")
     rows = store.conn.execute(
         f"""SELECT m.id, -bm25(memories_fts, 1.0, 0.3, 0.0) AS score
             FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid
@@ -508,7 +497,7 @@ def valid_ids(store: Store, ids: Sequence[int], as_of: str | None) -> set[int]:
     ids = [int(i) for i in ids]
     if not ids:
         return set()
-    clause, params = _valid(as_of)
+    clause, params = valid_at(as_of, "m")
     rows = store.conn.execute(
         f"SELECT m.id FROM memories m WHERE m.id IN ({','.join('?' * len(ids))}) AND {clause}",
         [*ids, *params],
@@ -524,20 +513,6 @@ def mark_used(store: Store, entity_id: str, ids: Sequence[int]) -> int:
             [(int(i), entity_id) for i in ids],
         )
         return int(cursor.rowcount)
-
-
-def list_triples(
-    store: Store, entity_id: str, *, history: bool = False, limit: int = 200
-) -> list[dict[str, Any]]:
-    """The entity's knowledge-graph edges (current ones unless ``history``)."""
-    where = "" if history else "AND valid_to IS NULL"
-    cursor = store.conn.execute(
-        f"""SELECT id, subject, subject_type, predicate, object, object_type, count,
-                   first_seen, last_seen, valid_from, valid_to, extractor
-            FROM triples WHERE entity_id = ? {where} ORDER BY subject, predicate, id LIMIT ?""",
-        (entity_id, int(limit)),
-    )
-    return _rows(cursor)
 
 
 def pending_memories(store: Store, limit: int = 256) -> list[tuple[int, str, str]]:
@@ -560,8 +535,3 @@ def add_memory_vectors(
             if conn.execute("SELECT 1 FROM memories WHERE id = ?", (memory_id,)).fetchone():
                 vectors.insert_memory(conn, model, memory_id, entity_id, vector)
     return len(rows)
-
-
-def _rows(cursor: Any) -> list[dict[str, Any]]:
-    columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor]

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from .core import Store, now_iso
+from .core import Store, dict_rows, now_iso
 
 ROLES = ("user", "assistant", "system", "tool")
 # What the user said outranks what an assistant said about them.
@@ -193,9 +193,7 @@ def get_messages(store: Store, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
                 WHERE m.id IN ({",".join("?" * len(chunk))})""",
             chunk,
         )
-        columns = [d[0] for d in cursor.description]
-        for row in cursor:
-            record = dict(zip(columns, row, strict=True))
+        for record in dict_rows(cursor):
             out[record["id"]] = record
     return out
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
-from .core import Store, now_iso
+from .core import Store, dict_rows, now_iso
 from .matrix import MATRIX_MIN_ROWS
 
 VEC_TABLE = "vec_messages"
@@ -93,8 +93,7 @@ def pending(
            WHERE e.message_id IS NULL AND m.id > ? {among} ORDER BY m.id LIMIT ?""",
         (after_id, limit),
     )
-    columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor]
+    return dict_rows(cursor)
 
 
 def pending_count(store: Store) -> int:
