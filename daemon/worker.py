@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from memori_cli import Memori
+from memori_cli import Memori, paths
 from memori_cli.augment.pipeline import AugmentReport
 from memori_cli.store import jobs
 
@@ -39,8 +39,11 @@ class AlreadyRunning(Exception):
 
 def setup_logging(db_path: Path) -> Path:
     """Log to a rotating file in the state directory (ids and counts only, never contents)."""
+    # The daemon is a process of its own: everything it creates (logs, rotated logs) is
+    # private from the start.
+    os.umask(0o077)
     path = pidfile.log_path(db_path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.ensure_private_dir(path.parent)
     handler = logging.handlers.RotatingFileHandler(path, maxBytes=5_000_000, backupCount=3)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("memori")

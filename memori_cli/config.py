@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import tomli_w
+
 from . import paths
 from .attribution import DEFAULT_ENTITY
 from .errors import MemoriError
@@ -55,22 +57,13 @@ def set_model(role: str, value: str) -> Path:
     data["models"] = models
     path = config_path()
     paths.ensure_private_dir(path.parent)
-    lines = []
-    for section, values in data.items():
-        if not isinstance(values, dict):
-            continue
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {_toml_string(str(v))}" for key, v in values.items()]
-        lines.append("")
+    # Written 0600 from the start, then moved into place (a reader never sees half a file).
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        tomli_w.dump(data, file)
     os.replace(tmp, path)
     return path
-
-
-def _toml_string(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped) + '"'
 
 
 def _model(role: str, env: str, default: str) -> str:

@@ -6,6 +6,7 @@ catch one type. The tree::
     MemoriError
     ├── InvalidIdError        an entity, process or session id that fails validation
     ├── StoreError            the store cannot be opened, migrated or written
+    │   ├── NoStoreError      no store at the path, and the caller did not ask to create one
     │   └── ExtensionError    the connection cannot load sqlite-vec
     └── ImportFormatError     a transcript file whose format is unknown or unreadable as a whole
 
@@ -26,6 +27,10 @@ class InvalidIdError(MemoriError, ValueError):
 
 class StoreError(MemoriError):
     """The store cannot be opened, migrated or written."""
+
+
+class NoStoreError(StoreError):
+    """There is no store at the path given, and the caller asked not to create one."""
 
 
 class ExtensionError(StoreError):

@@ -37,6 +37,8 @@ class Memori:
     ``conn`` is a path, a callable returning a sqlite3-compatible connection (it must be able
     to load extensions: ``lambda: sqlean.connect("memori.db")``), or ``None`` for the default
     store. Attribution (entity, process, session) is kept per thread and per asyncio task.
+    ``create=False`` raises :class:`NoStoreError` on first use when the store file is missing,
+    instead of creating it. Only a memori store or a new, empty file is ever opened.
     """
 
     def __init__(
@@ -45,8 +47,9 @@ class Memori:
         *,
         embedder: embed.Embedder | None = None,
         extractor: Extractor | None = None,
+        create: bool = True,
     ):
-        self.store = Store(conn)
+        self.store = Store(conn, create=create)
         self.config = Config(storage=StorageConfig(self.store))
         self._embedder = embedder
         self._extractor = extractor

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import warnings
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .errors import PermissionsWarning
+from .errors import PermissionsWarning, StoreError
 
 APP_NAME = "memori"
 DB_FILENAME = "memori.db"
@@ -42,45 +43,91 @@ def ensure_private_dir(path: Path, *, tighten: bool = True) -> None:
     ``tighten=False`` leaves an existing folder alone: for a store the user placed in a folder
     of their own, only the store's files are memori's to change.
     """
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path} exists and is not a folder; memori needs a folder there")
+    # Each missing folder is made 0700 itself (mkdir's parents=True would make the parents
+    # with the umask's mode, readable by others until tightened).
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        except NotADirectoryError:
+            raise StoreError(
+                f"{folder.parent} is not a folder; memori needs a folder there"
+            ) from None
     if tighten:
         _tighten(path, 0o700)
 
 
 def ensure_private_file(path: Path) -> None:
-    """Create ``path`` empty as 0600 if missing; tighten it if others can read it."""
-    if not path.exists():
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    """Create ``path`` empty as 0600 if missing; tighten it if others can read it.
+
+    Only a regular file of memori's own is ever changed: a path that is a folder, a device,
+    a pipe or a symlink is refused with :class:`StoreError`, so nothing outside memori's
+    files is ever chmod'ed.
+    """
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        check_regular_file(path)
+        _tighten(path, 0o600)
+    else:
         os.close(fd)
-    _tighten(path, 0o600)
+
+
+def check_regular_file(path: Path, *, what: str = "file") -> None:
+    """Raise :class:`StoreError` unless ``path`` is missing or a regular file, not a symlink."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise StoreError(f"{path.parent} is not a folder; memori needs a folder there") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise StoreError(
+            f"{path} is a symbolic link; memori does not follow links for its {what}s "
+            f"(point it at the real file: {path.resolve()})"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise StoreError(f"{path} is {kind}; memori needs a path to a {what}")
 
 
 def tighten_store_files(db_path: Path, *, fresh: bool = False) -> None:
     """Make the database and its ``-wal`` and ``-shm`` files private (0600).
 
-    ``fresh`` (a store created just now) tightens without a warning.
+    ``fresh`` (a store created just now) tightens without a warning. A symlink or any other
+    non-regular file in the way is left alone.
     """
     for suffix in ("", "-wal", "-shm"):
         candidate = Path(str(db_path) + suffix)
-        if candidate.exists():
-            _tighten(candidate, 0o600, warn=not fresh)
+        with contextlib.suppress(OSError):
+            info = candidate.lstat()
+            if stat.S_ISREG(info.st_mode):
+                _tighten(candidate, 0o600, warn=not fresh)
 
 
 def _tighten(path: Path, mode: int, *, warn: bool = True) -> None:
-    current = stat.S_IMODE(path.stat().st_mode)
-    if current & 0o077 and not warn:
+    # By path, after checking it is no link: a descriptor of our own would be simpler, but
+    # closing one releases every POSIX lock this process holds on the file, SQLite's too.
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        return
+    current = stat.S_IMODE(info.st_mode)
+    if not current & 0o077:
+        return
+    try:
         os.chmod(path, mode)
-    elif current & 0o077:
-        try:
-            os.chmod(path, mode)
-        except OSError as exc:  # not ours to change: say so, do not fail
-            warnings.warn(
-                f"{path} is readable by others (mode {current:o}) and could not be "
-                f"tightened: {exc}",
-                PermissionsWarning,
-                stacklevel=3,
-            )
-            return
+    except OSError as exc:  # not ours to change: say so, do not fail
+        warnings.warn(
+            f"{path} is readable by others (mode {current:o}) and could not be tightened: {exc}",
+            PermissionsWarning,
+            stacklevel=3,
+        )
+        return
+    if warn:
         warnings.warn(
             f"{path} was readable by others (mode {current:o}); tightened to {mode:o}",
             PermissionsWarning,

@@ -116,7 +116,8 @@ def test_forget_asks_unless_yes(transcript: Path) -> None:
     assert json.loads(run("stats", "--json")[1])["messages"] == 0
 
 
-def test_doctor(memori_home: Path) -> None:
+def test_doctor(memori_home: Path, transcript: Path) -> None:
+    run("import", str(transcript))
     code, out, _ = run("doctor", "--json")
     checks = {c["check"]: c for c in json.loads(out)}
     assert code == 0
@@ -134,4 +135,5 @@ def test_db_option_points_at_another_store(tmp_path: Path, transcript: Path) -> 
     other = tmp_path / "other.db"
     run("--db", str(other), "import", str(transcript))
     assert json.loads(run("--db", str(other), "stats", "--json")[1])["messages"] == 2
-    assert json.loads(run("stats", "--json")[1])["messages"] == 0
+    code, _, err = run("stats", "--json")  # the default store was never created
+    assert code == 1 and "no memori store" in err

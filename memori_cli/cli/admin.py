@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import __version__, capture, paths
-from ..errors import MemoriError
+from ..errors import MemoriError, NoStoreError
 from ..memori import Memori
 from ..store import connect, jobs
 from .common import err, handle_errors, out, print_json, state
@@ -109,7 +109,20 @@ def doctor_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
     ]
     mem = state(ctx).memori()
     try:
-        versions = connect.versions(mem.store.conn)
+        conn = mem.store.conn
+        opened = True
+    except NoStoreError as exc:  # nothing written yet: the first import or capture makes it
+        checks.append({"check": "store", "status": "warn", "detail": str(exc)})
+        conn = connect.connect_path(":memory:")
+        opened = False
+    except MemoriError as exc:
+        checks.append({"check": "store", "status": "fail", "detail": str(exc)})
+        conn = connect.connect_path(":memory:")
+        opened = False
+    try:
+        if not opened:
+            connect.load_vec(conn)
+        versions = connect.versions(conn)
         checks.append(
             {
                 "check": "sqlite",
@@ -121,14 +134,15 @@ def doctor_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
     except MemoriError as exc:
         checks.append({"check": "sqlite", "status": "fail", "detail": str(exc)})
     checks.append(_dir_check("data dir", paths.data_dir()))
-    if mem.store.path is not None:
-        for suffix in ("", "-wal", "-shm"):
-            file = Path(str(mem.store.path) + suffix)
-            if file.exists():
-                checks.append(_mode_check(f"store{suffix or ''}", file, 0o600))
-    checks.append(_embedding_check(mem))
-    checks.append(_daemon_check(mem.store.path))
-    checks.append(_queue_check(mem))
+    if opened:
+        if mem.store.path is not None:
+            for suffix in ("", "-wal", "-shm"):
+                file = Path(str(mem.store.path) + suffix)
+                if file.exists():
+                    checks.append(_mode_check(f"store{suffix or ''}", file, 0o600))
+        checks.append(_embedding_check(mem))
+        checks.append(_daemon_check(mem.store.path))
+        checks.append(_queue_check(mem))
     checks.append(_capture_check(mem))
     llama = importlib.util.find_spec("llama_cpp") is not None
     checks.append(

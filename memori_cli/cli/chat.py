@@ -57,7 +57,7 @@ def chat_command(
     (ANTHROPIC_API_KEY). Every exchange is stored and queued for augmentation; what memory
     holds about your message goes into the system prompt. Type /help for commands.
     """
-    mem = state(ctx).memori()
+    mem = state(ctx).memori(create=True)
     with mem.attribution(entity, process):
         if session is not None:
             mem.set_session(session)

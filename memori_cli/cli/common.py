@@ -31,10 +31,20 @@ class State:
         self.db = db
         self._memori: Memori | None = None
 
-    def memori(self) -> Memori:
-        """The store the command works on (``--db`` or the default)."""
+    def memori(self, *, create: bool = False) -> Memori:
+        """The store the command works on (``--db`` or the default).
+
+        Commands that only read pass ``create=False``: a mistyped path then says there is no
+        store instead of creating folders and an empty store. Commands that write create it,
+        and say so.
+        """
         if self._memori is None:
-            self._memori = Memori(conn=self.db)
+            mem = Memori(conn=self.db, create=create)
+            path = mem.store.path
+            if create and path is not None and not path.exists():
+                mem.store.build()
+                err.print(f"Created a new memori store at {path}", highlight=False)
+            self._memori = mem
         return self._memori
 
 

@@ -238,7 +238,7 @@ def import_command(
     nodes (observations become facts), relations become edges. Exit 1 if a line was bad."""
     if not path.is_file():
         raise GraphError(f"{path}: no such file")
-    report = state(ctx).memori().graph.import_mcp(path, entity_id=entity)
+    report = state(ctx).memori(create=True).graph.import_mcp(path, entity_id=entity)
     if json_output:
         print_json(report)
     else:

@@ -46,7 +46,7 @@ def import_command(
     """
     if format is not None and format not in FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
-    mem = state(ctx).memori()
+    mem = state(ctx).memori(create=True)
     if show_progress(json_output):
         with Progress(
             "[progress.description]{task.description}",

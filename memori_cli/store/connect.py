@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlean
 import sqlean.dbapi2
@@ -76,17 +76,35 @@ def _enable_wal(conn: Any) -> str:
     Changing the journal mode takes an exclusive lock without calling the busy handler, so
     connections opening a fresh store at the same moment retry here instead.
     """
+
+    def switch() -> str:
+        mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        if mode in ("wal", "memory"):
+            return mode
+        return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+
+    return retry_locked(switch)
+
+
+T = TypeVar("T")
+
+
+def retry_locked(work: Callable[[], T]) -> T:
+    """Run ``work``, retrying while SQLite reports a lock the busy handler does not wait on
+    (a journal-mode change, or the WAL index being rebuilt by another connection)."""
     deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
     while True:
         try:
-            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-            if mode in ("wal", "memory"):
-                return mode
-            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+            return work()
         except Exception as exc:  # the driver's OperationalError, whichever driver it is
-            if "locked" not in str(exc) or time.monotonic() > deadline:
+            if not is_transient(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.005)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a lock that goes away when retried."""
+    return "locked" in str(exc) or "locking protocol" in str(exc)
 
 
 def load_vec(conn: Any) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
-from ..errors import StoreError
+from ..errors import NoStoreError, StoreError
 from . import connect
 from .matrix import Matrices
-from .migrations import migrations
+from .migrations import APPLICATION_ID, migrations
 
 
 def dict_rows(cursor: Any) -> list[dict[str, Any]]:
@@ -44,10 +44,17 @@ class Store:
 
     ``conn`` is a path, a callable returning a sqlite3-compatible connection, or ``None`` for
     the default store (``$MEMORI_HOME/memori.db`` or the platform's data folder). Each thread
-    gets its own connection; the schema is migrated once, on first use.
+    gets its own connection; the schema is migrated once, on first use. With ``create=False``
+    a missing store file raises :class:`NoStoreError` instead of being created.
     """
 
-    def __init__(self, conn: str | os.PathLike[str] | connect.ConnectionFactory | None = None):
+    def __init__(
+        self,
+        conn: str | os.PathLike[str] | connect.ConnectionFactory | None = None,
+        *,
+        create: bool = True,
+    ):
+        self.create = create
         self.path: Path | None
         if conn is None or isinstance(conn, (str, os.PathLike)):
             self.path = Path(conn) if conn is not None else paths.default_db_path()
@@ -83,12 +90,16 @@ class Store:
 
     def _open(self) -> Any:
         if self.path is not None:
-            paths.ensure_private_dir(self.path.parent, tighten=self.path.parent == paths.data_dir())
-            paths.ensure_private_file(self.path)
+            self._prepare_file(self.path)
         try:
             raw = self._factory()
         except Exception as exc:
             raise StoreError(f"cannot open the store at {self.describe()}: {exc}") from exc
+        try:
+            connect.retry_locked(lambda: self._check_identity(raw))
+        except BaseException:
+            raw.close()
+            raise
         db = connect.configure(raw)
         if self.path is None:
             self.path = self._main_file(raw)
@@ -102,6 +113,53 @@ class Store:
                 self._migrated = True
         self._connections.append(raw)
         return raw
+
+    def _prepare_file(self, path: Path) -> None:
+        """Refuse a path that is not a regular file; create the store's file if allowed."""
+        paths.check_regular_file(path, what="store")
+        if path.exists():
+            return
+        if not self.create:
+            raise NoStoreError(
+                f"there is no memori store at {path} (check --db / MEMORI_DB / MEMORI_HOME; "
+                "`memori import` or a wrapped client creates one)"
+            )
+        paths.ensure_private_dir(path.parent, tighten=path.parent == paths.data_dir())
+        paths.ensure_private_file(path)
+
+    def _check_identity(self, raw: Any) -> None:
+        """Raise :class:`StoreError` unless ``raw`` is a memori store or an empty database.
+
+        Runs before anything is written (WAL, migrations), so another application's SQLite
+        file, or a file that is no database at all, is left exactly as it was.
+        """
+        try:
+            if raw.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
+                return
+            tables = [
+                r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            ]
+            if not tables:
+                return
+            if (
+                "_sqlite_migrations" in tables
+                and raw.execute(
+                    "SELECT 1 FROM _sqlite_migrations WHERE migration_set = 'memori' LIMIT 1"
+                ).fetchone()
+            ):
+                return
+        except connect.DatabaseError as exc:
+            if connect.is_transient(exc):
+                raise  # retried by the caller
+            raise StoreError(
+                f"{self.describe()} is not a memori store ({exc}); memori opens only its own "
+                "stores or a new, empty file"
+            ) from exc
+        shown = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
+        raise StoreError(
+            f"{self.describe()} is another application's SQLite database (tables: {shown}); "
+            "memori opens only its own stores or a new, empty file, and left it unchanged"
+        )
 
     @staticmethod
     def _main_file(raw: Any) -> Path | None:

@@ -266,3 +266,13 @@ def m004_graph(db: Database) -> None:
     from .graph import backfill
 
     backfill(db.conn)
+
+
+# "mmri": marks the file as a memori store in its header, so `--db` pointed at another
+# application's database is recognised and refused before anything is written to it.
+APPLICATION_ID = 0x6D6D7269
+
+
+@migrations(name="m005_application_id")
+def m005_application_id(db: Database) -> None:
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
