@@ -47,7 +47,7 @@ def session_turns(conversation: dict[str, Any]) -> list[tuple[int, str, list[dic
 
 
 def parse_date(text: str) -> datetime.datetime:
-    """LoCoMo's "1:56 pm on 8 May, 2023" as UTC."""
+    """LoCoMo's "1:56 pm on 8 May, 2023" (LongMemEval's month is lower-case) as UTC."""
     moment = datetime.datetime.strptime(text.strip(), "%I:%M %p on %d %B, %Y")
     return moment.replace(tzinfo=datetime.timezone.utc)
 
@@ -68,9 +68,12 @@ def write_native(sample: dict[str, Any], path: Path) -> set[str]:
             start = parse_date(date_text)
             for i, turn in enumerate(turns):
                 ids.add(turn["dia_id"])
+                # LongMemEval's speakers are the roles themselves; LoCoMo's are two people.
+                speaker = turn["speaker"]
+                is_role = speaker in ("user", "assistant")
                 record = {
-                    "role": "user",
-                    "name": turn["speaker"],
+                    "role": speaker if is_role else "user",
+                    **({} if is_role else {"name": speaker}),
                     "content": turn_text(turn),
                     "id": turn["dia_id"],
                     "session": f"session_{number}",

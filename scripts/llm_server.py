@@ -2,9 +2,12 @@
 (messages) wire formats, JSON and server-sent events, for tests and benchmarks.
 
 Replies are deterministic: ``Echo: <last user text>``. A user text containing "weather"
-gets a tool call first; a tool result then gets "It is sunny in Paris.". ``fail_next`` makes
-the next requests answer 500; ``error_after`` makes a stream send an error event after that
-many text chunks. Every request body is kept in ``requests``.
+gets a tool call first; a tool result then gets "It is sunny in Paris.". A user text containing
+"essay" gets :data:`LONG_REPLY`, several paragraphs of Markdown (for terminal rendering).
+``fail_next`` makes the next requests answer 500; ``error_after`` makes a stream send an error
+event after that many text chunks; ``chunk_delay`` waits that many seconds before each
+streamed chunk (a slow model, to interrupt mid-reply). Every request body is kept in
+``requests``.
 
     python scripts/llm_server.py --port 8765   # then OPENAI_BASE_URL=http://127.0.0.1:8765/v1
 """
@@ -37,6 +40,7 @@ class LLMServer(ThreadingHTTPServer):
         self.requests: list[dict[str, Any]] = []
         self.fail_next = 0
         self.error_after: int | None = None
+        self.chunk_delay = 0.0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -64,6 +68,23 @@ class LLMServer(ThreadingHTTPServer):
             return False
 
 
+LONG_REPLY = """\
+Tea is the second most consumed drink in the world after water, and every kind of it comes \
+from the leaves of one evergreen shrub that grows best on misty hillsides in warm climates.
+
+Green tea is steamed or pan fired soon after picking, which stops oxidation and keeps its \
+fresh grassy taste; black tea is rolled and left to oxidise fully, which gives it a darker \
+colour and a stronger flavour that holds up well to milk.
+
+For brewing at home:
+
+- use water just off the boil for black tea and rather cooler water for green tea
+- steep for two to three minutes, then taste before you decide to leave it longer
+
+Oolong sits between the two, partly oxidised, and rewards several short infusions of the \
+same leaves, each one tasting a little different from the last."""
+
+
 def reply_for(messages: list[dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:
     """(text, tool call or None) for a conversation given as [{"role", "text"}]."""
     last = messages[-1] if messages else {"role": "user", "text": ""}
@@ -71,6 +92,8 @@ def reply_for(messages: list[dict[str, Any]]) -> tuple[str, dict[str, Any] | Non
         return "It is sunny in Paris.", None
     if "weather" in last["text"].lower():
         return "", {"id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}}
+    if "essay" in last["text"].lower():
+        return LONG_REPLY, None
     return f"Echo: {last['text'][:200]}", None
 
 
@@ -121,6 +144,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         for event, data in events:
+            if self.server.chunk_delay:
+                time.sleep(self.server.chunk_delay)
             head = f"event: {event}\n" if event else ""
             payload = data if isinstance(data, str) else json.dumps(data)
             try:
@@ -415,7 +440,12 @@ class _Handler(BaseHTTPRequestHandler):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8765)
-    server = LLMServer(parser.parse_args().port)
+    parser.add_argument(
+        "--chunk-delay", type=float, default=0.0, help="Seconds to wait before each streamed chunk."
+    )
+    args = parser.parse_args()
+    server = LLMServer(args.port)
+    server.chunk_delay = args.chunk_delay
     print(f"serving on {server.url} (OpenAI base_url {server.url}/v1)", flush=True)
     server.serve_forever()
 

@@ -48,6 +48,18 @@ def _kind(client: Any) -> str | None:
     return None
 
 
+def _llama_counter(model: Any) -> inject.TokenCounter:
+    """Tokens of a text by the llama-cpp model's own tokenizer (the estimate if it fails)."""
+
+    def count(text: str) -> int:
+        try:
+            return len(model.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        except Exception:  # a model without a usable vocabulary: estimate
+            return inject.estimate_tokens(text)
+
+    return count
+
+
 class LLM:
     """``mem.llm``: registers clients, holds the injection settings and the capture writer."""
 
@@ -55,6 +67,8 @@ class LLM:
         self._mem = mem
         self.injection = InjectionSettings.from_config(read_file().get("injection", {}))
         self.writer = Writer(mem)
+        #: The block injected into the most recent call (None if it got none): `/why` in chat.
+        self.last_block: str | None = None
 
     def register(self, client: ClientT) -> ClientT:
         """Wrap ``client`` in place (and return it): every call is captured and gets the
@@ -77,7 +91,9 @@ class LLM:
             self._patch(target.messages, "create", MessagesAdapter(), is_async)
             self._patch_stream_helper(target.messages, is_async)
         else:
-            self._patch(target, "create_chat_completion", ChatAdapter("llama_cpp"), False)
+            adapter = ChatAdapter("llama_cpp")
+            adapter.count_tokens = _llama_counter(target)
+            self._patch(target, "create_chat_completion", adapter, False)
         return client
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -95,15 +111,34 @@ class LLM:
         self._mem._session()
         return self._mem.current
 
-    def block(self, attribution: Attribution, conversation: Conversation) -> str | None:
-        """The memory block for a call, or None; marks what it injects as used."""
-        chosen = inject.select(
+    def select(
+        self,
+        attribution: Attribution,
+        conversation: Conversation,
+        settings: InjectionSettings | None = None,
+        count: inject.TokenCounter | None = None,
+    ) -> list[inject.Injected]:
+        """What goes into the block for a call, best first (``scripts/eval_injection.py``
+        measures this, the very path a wrapped call takes). ``count`` counts a text's
+        tokens with the model's tokenizer, where the client has one."""
+        return inject.select(
             self._mem, attribution.entity_id, conversation.query, conversation.present(),
-            self.injection,
+            settings or self.injection, count or inject.estimate_tokens,
         )  # fmt: skip
-        if chosen:
-            self.writer.submit(functools.partial(self._mem.mark_used, [c.hit for c in chosen]))
-        return inject.render(chosen)
+
+    def block(
+        self,
+        attribution: Attribution,
+        conversation: Conversation,
+        count: inject.TokenCounter | None = None,
+    ) -> str | None:
+        """The memory block for a call, or None.
+
+        Injected hits are not marked used: a hit injected because it ranked high would rank
+        higher next time, whether or not it helped (use counts come from `mem.mark_used`).
+        """
+        self.last_block = inject.render(self.select(attribution, conversation, count=count))
+        return self.last_block
 
     # -- patching --------------------------------------------------------------------------
     def _patch(self, owner: Any, name: str, adapter: Adapter, is_async: bool) -> None:

@@ -146,7 +146,9 @@ class Call:
         if not enabled or not self.conversation.query:
             return kwargs
         try:
-            block = self.llm.block(self.attribution, self.conversation)
+            block = self.llm.block(
+                self.attribution, self.conversation, getattr(self.adapter, "count_tokens", None)
+            )
         except Exception as exc:
             log.warning("memori: injection skipped: %s", exc)
             return kwargs

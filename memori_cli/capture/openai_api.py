@@ -3,6 +3,7 @@ Responses API."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .core import Conversation, add_to_system_text, get, text_of, tool_call_text
@@ -17,6 +18,8 @@ class ChatAdapter:
 
     def __init__(self, source: str):
         self.source = source
+        #: Counts tokens with the model's tokenizer (set for llama-cpp clients).
+        self.count_tokens: Callable[[str], int] | None = None
 
     def conversation(self, kwargs: dict[str, Any]) -> Conversation:
         """The messages' query, fingerprints and the turns after the last assistant one."""

@@ -16,6 +16,7 @@ from .. import __version__, capture, paths
 from ..errors import MemoriError, NoStoreError
 from ..memori import Memori
 from ..store import connect, jobs
+from .chat_state import forget_history
 from .common import err, handle_errors, out, print_json, state
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print as JSON.")]
@@ -74,7 +75,7 @@ def forget_command(
     """Forget an entity: delete every message, session and job derived from it, for good.
 
     The search index is cleaned too, and the write-ahead log is checkpointed so the deleted
-    text is gone from the database files.
+    text is gone from the database files. The entity's `memori chat` input history goes too.
     """
     mem = state(ctx).memori()
     if not yes and not typer.confirm(
@@ -83,12 +84,15 @@ def forget_command(
         err.print("Nothing forgotten.")
         raise typer.Exit(1)
     removed = mem.forget(entity)
+    # Chat's input history lives outside the store: the library does not know of it.
+    history = forget_history(mem.store.path, entity)
     if json_output:
-        print_json({"entity": entity, "removed": removed})
+        print_json({"entity": entity, "removed": removed, "chat_history_removed": history})
     else:
         err.print(
             f"Forgot entity {escape(entity)!r}: {removed['messages']} messages, "
-            f"{removed['sessions']} sessions, {removed['jobs']} jobs.",
+            f"{removed['sessions']} sessions, {removed['jobs']} jobs"
+            + (", and the chat history." if history else "."),
             highlight=False,
         )
 

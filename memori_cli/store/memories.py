@@ -535,3 +535,47 @@ def add_memory_vectors(
             if conn.execute("SELECT 1 FROM memories WHERE id = ?", (memory_id,)).fetchone():
                 vectors.insert_memory(conn, model, memory_id, entity_id, vector)
     return len(rows)
+
+
+def current_in_slots(
+    store: Store, entity_id: str, slots: Sequence[str], *, limit: int = 50
+) -> list[int]:
+    """Ids of the entity's current memories whose slot is one of ``slots`` (a slot ending in
+    ``:`` matches every slot under it: ``relation:`` holds ``relation:sister:lena``), newest
+    first."""
+    if not slots:
+        return []
+    clauses, params = [], []
+    for slot in slots:
+        if slot.endswith(":"):
+            clauses.append("substr(m.slot, 1, ?) = ?")
+            params += [len(slot), slot]
+        else:
+            clauses.append("m.slot = ?")
+            params.append(slot)
+    rows = store.conn.execute(
+        f"""SELECT m.id FROM memories m
+            WHERE m.entity_id = ? AND m.valid_to IS NULL AND ({" OR ".join(clauses)})
+            ORDER BY m.valid_from DESC, m.id DESC LIMIT ?""",
+        [entity_id, *params, int(limit)],
+    )
+    return [int(i) for (i,) in rows]
+
+
+def memories_from(store: Store, message_ids: Sequence[int]) -> dict[int, tuple[set[int], bool]]:
+    """For each message id, the current memories made from it and whether a superseded one
+    was: a message whose only memories are superseded states what is no longer true."""
+    ids = [int(i) for i in message_ids]
+    out: dict[int, tuple[set[int], bool]] = {}
+    if ids:
+        for message_id, memory_id, current in store.conn.execute(
+            f"""SELECT ms.message_id, ms.memory_id, m.valid_to IS NULL FROM memory_sources ms
+                JOIN memories m ON m.id = ms.memory_id
+                WHERE ms.message_id IN ({",".join("?" * len(ids))})""",
+            ids,
+        ):
+            made, superseded = out.get(message_id, (set(), False))
+            if current:
+                made.add(int(memory_id))
+            out[message_id] = (made, superseded or not current)
+    return out
