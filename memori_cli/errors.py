@@ -42,7 +42,8 @@ class ImportFormatError(MemoriError):
 
 
 class RecallWarning(UserWarning):
-    """Recall could not use vectors (no embedding model, or a stale index) and fell back."""
+    """Recall did with less than asked: it could not use vectors (no embedding model, or a
+    stale index) and fell back to words, or it cut an over-long query to its start."""
 
 
 class PermissionsWarning(UserWarning):

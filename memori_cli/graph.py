@@ -16,6 +16,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 from .attribution import validate_id
 from .errors import MemoriError
+from .importers.reader import loads
 from .store import graph as store_graph
 from .store import memories as store_memories
 
@@ -153,7 +154,9 @@ class Graph:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    # loads: JSON nested past the recursion limit or an over-long integer is
+                    # one bad line (a ValueError), never the end of the import.
+                    record = loads(line)
                     kind = record.get("type") if isinstance(record, dict) else None
                     if kind == "entity":
                         name, node_type = _text(record, "name"), _text(record, "entityType")

@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import functools
 import os
+import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -128,9 +129,12 @@ class Memori:
         self, messages: Iterable[Mapping[str, Any]], *, source: str = "api"
     ) -> store_messages.AddResult:
         """Store messages (``{"role", "content", "name"?, "timestamp"?, "id"?}``) under the
-        current attribution, redacted, deduplicated and queued for augmentation.
+        current attribution, redacted and queued for augmentation.
 
-        Raises ``ValueError`` naming the message and field at fault; nothing is stored then.
+        Every call stores its messages, even words stored before (people say "yes" twice); a
+        message whose ``id`` the entity already has is skipped, so a caller that may repeat a
+        call passes ids. Raises ``ValueError`` naming the message and field at fault; nothing
+        is stored then.
         """
         self._session()
         return self._add(messages, self.current, source)
@@ -144,7 +148,9 @@ class Memori:
             process=attribution.process_id,
         )
         batch = []
-        occurrences = Occurrences()
+        # Every call is a source of its own: the same words in two calls are two utterances,
+        # never a re-import (only an external id makes a call's message idempotent).
+        occurrences = Occurrences(scope=uuid.uuid4().hex)
         for i, raw in enumerate(messages):
             fields = {k: raw[k] for k in ("role", "content", "name", "timestamp", "id") if k in raw}
             try:
@@ -293,13 +299,25 @@ class Memori:
 
         Hybrid: bm25 over every message and memory, vector search over those embedded so far,
         fused and ranked by recency, trust and use. Memories are those true now, or at
-        ``as_of`` (an ISO date). ``explain`` adds each hit's score components.
+        ``as_of`` (an ISO date). ``explain`` adds each hit's score components. A query longer
+        than ``recall.MAX_QUERY_CHARS`` is cut to its start, with a :class:`RecallWarning`.
         """
         entity = (
             self.current.entity_id if entity_id is None else validate_id(entity_id, "entity_id")
         )
         if process_id is not None:
             validate_id(process_id, "process_id")
+        clipped = recall.clip_query(query)
+        if len(clipped) < len(query):
+            # One text for every long query, so the default warning filter shows it once per
+            # call site rather than once per length (wrapped clients recall on each call).
+            warnings.warn(
+                f"the query was cut to its first {recall.MAX_QUERY_CHARS:,} characters: "
+                "recall reads no more of a query",
+                RecallWarning,
+                stacklevel=2,
+            )
+            query = clipped
         return recall.recall(
             self.store,
             query,
@@ -366,6 +384,11 @@ class Memori:
     def jobs(self, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """Augmentation jobs, newest first (all but done ones, or of one ``status``)."""
         return jobs.list_jobs(self.store, status=status, limit=limit)
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        """One job in full (error, raw model output, message ids) with the items grounding
+        rejected from it and why; None if there is no such job."""
+        return jobs.get_job(self.store, job_id)
 
     def retry_jobs(self, job_ids: list[int] | None = None) -> int:
         """Requeue failed jobs (all, or those listed); returns how many."""

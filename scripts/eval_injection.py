@@ -199,6 +199,8 @@ def main() -> None:
     parser.add_argument("--max-samples", type=int, help="at most this many samples per dataset")
     parser.add_argument("--budgets", type=int, nargs="*", default=[200, 400, 800])
     parser.add_argument("--limit", type=int, help="lines per block (default: the setting's)")
+    parser.add_argument("--only-kept", action="store_true",
+                        help="with --keep: only the samples already indexed there")  # fmt: skip
     parser.add_argument("--keep", type=Path,
                         help="keep the augmented stores in this folder and reuse them next run "
                         "(only while extraction and embedding are unchanged)")  # fmt: skip
@@ -226,6 +228,10 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for name, data in sets:
             data = data[: args.max_samples] if args.max_samples else data
+            if args.only_kept and (folder / f"{name}.db").exists():
+                kept = Memori(conn=folder / f"{name}.db", create=False)
+                data = [sample for sample in data if kept.sessions(sample["sample_id"])]
+                kept.close()
             tally = evaluate(name, data, budgets, folder, default_budget, args.limit)
             report(name, tally, budgets, default_budget)
 

@@ -35,7 +35,7 @@ def test_forget_entity_removes_rows_fts_and_bytes(tmp_path: Path) -> None:
     removed = mem.forget("victim")
     assert removed == {
         "messages": 2, "jobs": 1, "sessions": 1, "entities": 1, "memories": 2, "triples": 2,
-        "session_summaries": 1, "graph_nodes": 3,
+        "session_summaries": 1, "graph_nodes": 3, "rejections": 0,
     }  # fmt: skip
     assert mem.recall("Zanzibarquux", entity_id="victim") == []
     conn = mem.store.conn

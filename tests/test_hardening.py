@@ -6,9 +6,13 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from conftest import HashingEmbedder
 from typer.testing import CliRunner
 
 from memori_cli import Memori, NoStoreError, StoreError, config
@@ -156,3 +160,219 @@ def test_created_folders_and_config_are_private_from_the_start(
     assert mode(home) == 0o700 and mode(home.parent) == 0o700 and mode(home.parent.parent) == 0o700
     assert mode(path) == 0o600
     assert config.read_file()["models"]["chat"] == 'C:\\models\\"odd"\n.gguf'
+
+
+# -- hostile JSON: one line never aborts an import -------------------------------------------
+DEEP = "[" * 100_000 + "]" * 100_000  # far past the json module's recursion limit
+LONG_INT = "9" * 5_000  # past Python's 4,300-digit int conversion limit
+HOSTILE = {"nested": f'{{"role": "user", "content": {DEEP}}}',
+           "integer": f'{{"role": "user", "content": "x", "n": {LONG_INT}}}'}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+@pytest.mark.parametrize("first", [False, True], ids=["middle", "first"])
+def test_a_hostile_jsonl_line_is_rejected_and_the_rest_imported(
+    tmp_path: Path, kind: str, first: bool
+) -> None:
+    good = [json.dumps({"role": "user", "content": f"line {n}"}) for n in range(3)]
+    lines = [HOSTILE[kind], *good] if first else [good[0], HOSTILE[kind], *good[1:]]
+    path = tmp_path / "hostile.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    code, _, err = run("--db", str(tmp_path / "m.db"), "import", str(path))
+    assert code == 1 and "Traceback" not in err
+    bad = 1 if first else 2
+    assert f"hostile.jsonl:{bad}: invalid JSON: " in err
+    assert ("nested too deeply" if kind == "nested" else "more than 4,300 digits") in err
+    mem = Memori(conn=tmp_path / "m.db")
+    stored = [r[0] for r in mem.store.conn.execute("SELECT content FROM messages ORDER BY id")]
+    assert stored == ["line 0", "line 1", "line 2"]
+
+
+def _whole_file(fmt: str, hostile: str) -> str:
+    """A JSON export of ``fmt`` whose second conversation holds ``hostile`` JSON."""
+
+    def good(n: int) -> str:
+        if fmt == "chatgpt":
+            return json.dumps({"conversation_id": f"c{n}", "current_node": f"u{n}", "mapping": {
+                f"u{n}": {"id": f"u{n}", "parent": None, "children": [],
+                          "message": {"id": f"u{n}", "author": {"role": "user"},
+                                      "content": {"parts": ["kept"]}}}}})  # fmt: skip
+        if fmt == "claude":
+            return json.dumps({"uuid": f"c{n}", "chat_messages": [
+                {"uuid": f"m{n}", "sender": "human", "text": "kept"}]})  # fmt: skip
+        return json.dumps({"id": f"c{n}", "conversations": [{"from": "human", "value": "kept"}]})
+
+    bad = {
+        "chatgpt": f'{{"conversation_id": "c2", "mapping": {{"x": {hostile}}}}}',
+        "claude": f'{{"uuid": "c2", "chat_messages": [{{"sender": "human", "text": {hostile}}}]}}',
+        "sharegpt": f'{{"id": "c2", "conversations": [{{"from": "human", "value": {hostile}}}]}}',
+    }[fmt]
+    return f"[\n{good(1)},\n{bad},\n{good(3)}\n]\n"
+
+
+@pytest.mark.parametrize("kind", ["nested", "integer"])
+@pytest.mark.parametrize("fmt", ["chatgpt", "claude", "sharegpt"])
+def test_a_hostile_record_in_a_json_export_is_a_clean_rejection(
+    tmp_path: Path, fmt: str, kind: str
+) -> None:
+    path = tmp_path / "conversations.json"
+    path.write_text(_whole_file(fmt, DEEP if kind == "nested" else LONG_INT))
+    code, _, err = run("--db", str(tmp_path / "m.db"), "import", str(path), "--format", fmt)
+    assert code == 1 and "Traceback" not in err
+    assert "conversations.json:3: invalid JSON: " in err
+    mem = Memori(conn=tmp_path / "m.db")
+    sessions = mem.store.conn.execute(
+        "SELECT s.name FROM messages m JOIN sessions s ON s.id = m.session_id ORDER BY m.id"
+    ).fetchall()
+    assert [s for (s,) in sessions] == ["c1", "c3"]  # the records after it still land
+
+
+def test_a_hostile_single_object_file_is_a_clean_error(tmp_path: Path) -> None:
+    path = tmp_path / "conversations.json"
+    path.write_text('{\n "uuid": "c1",\n "chat_messages": ' + DEEP + "\n}\n")
+    code, _, err = run("--db", str(tmp_path / "m.db"), "import", str(path), "--format", "claude")
+    assert code == 1 and "Traceback" not in err
+    assert "conversations.json:1: invalid JSON: nested too deeply" in err
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_a_hostile_graph_import_line_is_rejected_and_the_rest_imported(
+    tmp_path: Path, kind: str
+) -> None:
+    hostile = {"nested": f'{{"type": "entity", "name": "X", "observations": {DEEP}}}',
+               "integer": f'{{"type": "entity", "name": "X", "n": {LONG_INT}}}'}[kind]  # fmt: skip
+    lines = [
+        json.dumps({"type": "entity", "name": "Ann", "entityType": "person", "observations": []}),
+        hostile,
+        json.dumps({"type": "entity", "name": "Oslo", "entityType": "place", "observations": []}),
+        json.dumps({"type": "relation", "from": "Ann", "to": "Oslo", "relationType": "lives_in"}),
+    ]
+    path = tmp_path / "graph.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    code, _, err = run("--db", str(tmp_path / "m.db"), "graph", "import", str(path))
+    assert code == 1 and "Traceback" not in err
+    assert "graph.jsonl:2: invalid JSON: " in err
+    assert ("nested too deeply" if kind == "nested" else "more than 4,300 digits") in err
+    mem = Memori(conn=tmp_path / "m.db")
+    assert sorted(n["name"] for n in mem.graph.nodes()) == ["Ann", "Oslo"]
+    assert len(mem.graph.edges()) == 1
+
+
+# -- real repeats are kept; only a re-import of the same source folds ------------------------
+def _contents(mem: Memori) -> list[str]:
+    return [r[0] for r in mem.store.conn.execute("SELECT content FROM messages ORDER BY id")]
+
+
+def test_the_same_words_said_in_two_calls_are_two_messages(mem: Memori) -> None:
+    mem.set_session("s")
+    first = mem.add_messages([{"role": "user", "content": "yes"}])
+    second = mem.add_messages([{"role": "user", "content": "yes"}])
+    assert (first.inserted, second.inserted, second.duplicates) == (1, 1, 0)
+    both = mem.add_messages([{"role": "user", "content": "yes"}] * 2)
+    assert both.inserted == 2
+    assert _contents(mem) == ["yes"] * 4
+    # An external id still makes a message idempotent.
+    for _ in range(2):
+        mem.add_messages([{"role": "user", "content": "yes", "id": "m-1"}])
+    assert len(_contents(mem)) == 5
+
+
+def test_repeats_in_interleaved_sessions_are_kept_and_a_reimport_adds_nothing(
+    mem: Memori, tmp_path: Path
+) -> None:
+    path = tmp_path / "interleaved.jsonl"
+    records = [("a", "ok"), ("b", "ok"), ("a", "ok"), ("b", "hm"), ("a", "ok"), ("b", "ok")]
+    path.write_text(
+        "".join(json.dumps({"role": "user", "content": t, "session": s}) + "\n" for s, t in records)
+    )
+    first = mem.import_file(path)
+    assert (first.imported, first.duplicates) == (6, 0)
+    again = mem.import_file(path)
+    assert (again.imported, again.duplicates) == (0, 6)
+    by_session = mem.store.conn.execute(
+        """SELECT s.name, count(*) FROM messages m JOIN sessions s ON s.id = m.session_id
+           GROUP BY s.name ORDER BY s.name"""
+    ).fetchall()
+    assert by_session == [("a", 3), ("b", 3)]
+
+
+# -- a huge query is cut, with a warning, and stays fast -------------------------------------
+def test_a_huge_query_is_cut_with_a_warning_and_stays_fast(tmp_path: Path) -> None:
+    from memori_cli import RecallWarning
+    from memori_cli.recall import MAX_QUERY_CHARS
+
+    # The test embedder reads every word, as the real tokenizer does, without the model's cost.
+    mem = Memori(conn=tmp_path / "m.db", embedder=HashingEmbedder())
+    mem.add_messages([{"role": "user", "content": "I keep bees on the roof"}])
+    mem.augment()
+    query = "bees " + "lorem ipsum dolor " * 600_000  # about 10 MB
+    started = time.perf_counter()
+    with pytest.warns(RecallWarning, match=f"first {MAX_QUERY_CHARS:,} characters"):
+        hits = mem.recall(query)
+    assert time.perf_counter() - started < 1.0  # about 3 s before the cut (2 ms after)
+    assert hits and hits[0].content == "I keep bees on the roof"
+    mem.close()
+    code, out, err = run("--db", str(tmp_path / "m.db"), "recall", query[:200_000], "--json")
+    assert code == 0 and json.loads(out)[0]["content"] == "I keep bees on the roof"
+    assert "Warning:" in err and "was cut" in err
+
+
+# -- ids past SQLite's integer range are clean errors ----------------------------------------
+HUGE_ID = "99999999999999999999"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["memories", "show", HUGE_ID],
+        ["memories", "history", HUGE_ID],
+        ["memories", "forget", HUGE_ID],
+        ["jobs", "retry", HUGE_ID],
+        ["memories", "list", "--limit", HUGE_ID],
+        ["jobs", "--limit", HUGE_ID],
+        ["daemon", "logs", "--lines", HUGE_ID],
+    ],
+    ids=lambda args: " ".join(args[:-1]),
+)
+def test_an_id_or_limit_past_the_integer_range_is_a_usage_error(
+    tmp_path: Path, args: list[str]
+) -> None:
+    Memori(conn=tmp_path / "m.db").add_messages([{"role": "user", "content": "hi"}])
+    code, _, err = run("--db", str(tmp_path / "m.db"), *args)
+    flat = " ".join(err.replace("│", " ").split())  # unwrap Rich's error panel
+    assert code == 2 and "Traceback" not in err
+    assert "Invalid value" in flat and "less than or equal to 9223372036854775807" in flat
+
+
+def test_huge_ids_are_no_such_thing_in_the_library_and_the_graph(tmp_path: Path) -> None:
+    mem = Memori(conn=tmp_path / "m.db")
+    mem.add_messages([{"role": "user", "content": "hi"}])
+    huge = int(HUGE_ID)
+    assert mem.memory(huge) is None and mem.memory(-huge) is None
+    assert mem.memory_history(huge) == [] and mem.forget_memory(huge) is False
+    assert mem.retry_jobs([huge]) == 0
+    for target in (f"edge:{HUGE_ID}", f"#{HUGE_ID}"):
+        code, _, err = run("--db", str(tmp_path / "m.db"), "graph", "forget", target)
+        assert code == 1 and "Traceback" not in err
+        assert ("no edge" if target.startswith("edge") else "no node") in err
+    code, _, err = run("--db", str(tmp_path / "m.db"), "graph", "show", "--node", f"#{HUGE_ID}")
+    assert code == 1 and "no node" in err
+
+
+def test_chat_forget_with_a_huge_id_says_there_is_no_such_memory(tmp_path: Path) -> None:
+    from llm_server import LLMServer
+
+    keyless = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    server = LLMServer().start()
+    try:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "memori"), "--db", str(tmp_path / "m.db"),
+             "chat", "--entity", "maya"],
+            input=f"/forget {HUGE_ID}\n/quit\n", capture_output=True, text=True, timeout=120,
+            env={**keyless, "OPENAI_BASE_URL": server.url + "/v1",
+                 "MEMORI_EMBEDDING_MODEL": "none"},
+        )  # fmt: skip
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    assert f"No memory {HUGE_ID} of yours." in done.stderr and "Traceback" not in done.stderr

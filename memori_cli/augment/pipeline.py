@@ -19,6 +19,7 @@ import numpy as np
 
 from ..embed import Embedder
 from ..store import Store, graph, jobs, memories, vectors
+from . import grounding
 from .embedding import embedding_text
 from .extract import Extraction, ExtractionError, Extractor, Turn
 
@@ -41,6 +42,7 @@ class AugmentReport:
     memories_superseded: int = 0
     triples: int = 0
     embedded: int = 0
+    rejected: int = 0
 
     def add(self, saved: memories.SaveResult) -> None:
         """Count one finished job and what it saved."""
@@ -50,6 +52,7 @@ class AugmentReport:
         self.memories_superseded += saved.superseded
         self.triples += saved.triples
         self.embedded += saved.embedded
+        self.rejected += saved.rejected
 
     def to_dict(self) -> dict[str, int]:
         """The report as JSON-ready data."""
@@ -162,12 +165,16 @@ class Pipeline:
             if turns
             else Extraction()
         )
+        # Before anything is embedded or stored: what the sources do not support goes
+        # nowhere but the job's list of rejections.
+        extraction, rejected = grounding.check(extraction, turns, job.entity_id)
         return memories.save(
             self.store,
             job,
             extraction,
             extractor=self.extractor.name,
             found=self._embed(job, extraction),
+            rejected=[(r.item, r.content, r.reason) for r in rejected],
         )
 
     def _embed(self, job: jobs.Job, extraction: Extraction) -> memories.Vectors | None:

@@ -219,31 +219,32 @@ def select(
         return cost
 
     profile_left = int(PROFILE_SHARE * budget.left)
-    for memory_id in sorted(profile_ids, key=lambda i: _slot_order(rows[i]["slot"])):
+    for memory_id in sorted(
+        set(profile_ids) & set(rows), key=lambda i: (_slot_order(rows[i]["slot"]), i)
+    ):
         hit = memory_hit(rows[memory_id], entity_id)
         profile_left -= offer(hit, "profile", sources.get(memory_id, []), profile_left)
     # Then by recall's ranking, memories and messages alike, with a message giving its place
     # to the memories made from it that recall also found (never both go in).
-    ranked = [memory_hit(rows[i], entity_id) for i in topical_ids]
-    notes: dict[int, str] = {}
+    ranked = [memory_hit(rows[i], entity_id) for i in topical_ids if i in rows]
     found = {hit.id: hit for hit in memory_hits}
     worth = dict(_messages_worth_adding(mem, query, hits))
     for hit in hits:
         if hit.kind != "message":
             ranked.append(hit)
         elif hit.id in worth:
-            made, note = worth[hit.id]
+            made = worth[hit.id][0]
             ranked += [found[i] for i in sorted(made) if i in found] or [hit]
-            notes[hit.id] = note
     lines = 0
     for hit in ranked:
         if lines >= settings.limit:
             break
         if hit.kind == "message":
-            if shown_memories & worth[hit.id][0]:
+            made, note = worth[hit.id]
+            if shown_memories & made:
                 continue  # a memory made from it is in the block
             origin = [(hit.role or "user", hit.content)]
-            lines += bool(offer(hit, "message", origin, budget.left, notes[hit.id]))
+            lines += bool(offer(hit, "message", origin, budget.left, note))
         elif hit.id not in shown_memories:
             lines += bool(offer(hit, "memory", sources.get(hit.id, []), budget.left))
     return chosen

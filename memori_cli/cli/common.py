@@ -16,6 +16,11 @@ from rich.console import Console
 from ..errors import InvalidIdError, MemoriError
 from ..memori import Memori
 from ..store.connect import DatabaseError
+from ..store.core import MAX_ROWID
+
+#: The largest id an argument takes (``typer.Argument(max=MAX_ID)``): ids name SQLite rows,
+#: and past 64 bits no row can exist, so a larger one is a usage error that says so.
+MAX_ID = MAX_ROWID
 
 # Data goes to stdout, talk (progress, summaries, errors) to stderr.
 out = Console(soft_wrap=True)

@@ -21,7 +21,7 @@ from memori_daemon.worker import AlreadyRunning
 from .. import paths
 from ..errors import MemoriError
 from ..store import jobs
-from .common import err, handle_errors, out, print_json, state
+from .common import MAX_ID, err, handle_errors, out, print_json, state
 
 daemon_app = typer.Typer(
     help="The background process that augments new messages as they arrive.",
@@ -152,7 +152,9 @@ def status_command(
 @handle_errors
 def logs_command(
     ctx: typer.Context,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines to show.")] = 50,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", max=MAX_ID, help="How many lines to show.")
+    ] = 50,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
     ] = False,

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..augment.extract import KINDS
 from ..errors import MemoriError
-from .common import err, handle_errors, out, print_json, state
+from .common import MAX_ID, err, handle_errors, out, print_json, state
 from .recalling import _iso
 
 memories_app = typer.Typer(
@@ -63,7 +63,9 @@ def list_command(
     history: Annotated[
         bool, typer.Option("--history", help="Superseded memories too (dimmed).")
     ] = False,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most rows.")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=MAX_ID, help="Most rows.")
+    ] = 100,
     json_output: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """List an entity's memories, newest first: current ones unless --as-of or --history."""
@@ -90,7 +92,7 @@ def _get(ctx: typer.Context, memory_id: int) -> dict[str, Any]:
 @handle_errors
 def show_command(
     ctx: typer.Context,
-    memory_id: Annotated[int, typer.Argument(help="The memory's id.")],
+    memory_id: Annotated[int, typer.Argument(help="The memory's id.", max=MAX_ID)],
     json_output: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show one memory: its fields, validity, and the messages it came from."""
@@ -123,7 +125,7 @@ def show_command(
 @handle_errors
 def history_command(
     ctx: typer.Context,
-    memory_id: Annotated[int, typer.Argument(help="The memory's id.")],
+    memory_id: Annotated[int, typer.Argument(help="The memory's id.", max=MAX_ID)],
     json_output: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """What a memory's slot held over time ("lives in Paris", then "lives in Berlin")."""
@@ -139,7 +141,7 @@ def history_command(
 @handle_errors
 def forget_command(
     ctx: typer.Context,
-    memory_id: Annotated[int, typer.Argument(help="The memory's id.")],
+    memory_id: Annotated[int, typer.Argument(help="The memory's id.", max=MAX_ID)],
 ) -> None:
     """Delete one memory for good (from full-text search and vectors too)."""
     if not state(ctx).memori().forget_memory(memory_id):
@@ -154,7 +156,7 @@ def jobs_command(
     status: Annotated[
         str | None, typer.Option(help="Only pending, running, failed or done jobs.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most rows.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=MAX_ID, help="Most rows.")] = 50,
     json_output: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """List augmentation jobs that are not done yet (failed ones with their error)."""
@@ -185,12 +187,48 @@ def jobs_command(
     out.print(table)
 
 
+@jobs_app.command("show")
+@handle_errors
+def job_show_command(
+    ctx: typer.Context,
+    job_id: Annotated[int, typer.Argument(max=MAX_ID, help="The job's id (see `memori jobs`).")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """One job in full: its status, error and raw model output, and every extracted item
+    grounding rejected (not supported by the messages it cites), with the reason."""
+    job = state(ctx).memori().job(job_id)
+    if job is None:
+        raise MemoriError(f"no job with id {job_id}")
+    if json_output:
+        print_json(job)
+        return
+    out.print(f"job {job['id']} · {escape(job['entity'])} · {job['status']}", highlight=False)
+    for key in ("attempts", "created_at", "updated_at", "message_ids"):
+        if job.get(key) is not None:
+            out.print(f"  {key}: {job[key]}", highlight=False)
+    if job.get("error"):
+        out.print(f"  error: {escape(job['error'])}", highlight=False)
+    if job.get("output"):
+        out.print("  raw model output:", highlight=False)
+        out.print(escape(job["output"]), highlight=False, soft_wrap=False)
+    if not job["rejected"]:
+        out.print("  nothing rejected by grounding", highlight=False)
+        return
+    out.print(f"  rejected by grounding ({len(job['rejected'])}):", highlight=False)
+    for item in job["rejected"]:
+        out.print(
+            f"  - {item['item']}: {escape(item['content'])}\n      why: {escape(item['reason'])}",
+            highlight=False,
+        )
+
+
 @jobs_app.command("retry")
 @handle_errors
 def retry_command(
     ctx: typer.Context,
     job_ids: Annotated[
-        list[int] | None, typer.Argument(help="Job ids to requeue (default: every failed job).")
+        list[int] | None,
+        typer.Argument(help="Job ids to requeue (default: every failed job).", max=MAX_ID),
     ] = None,
 ) -> None:
     """Requeue failed jobs with fresh attempts."""

@@ -45,6 +45,11 @@ def describe(report: AugmentReport) -> str:
         f"{report.memories_merged} merged, {report.memories_superseded} superseded, "
         f"{report.triples} new triples; embedded {report.embedded} messages."
     )
+    if report.rejected:
+        text += (
+            f" {report.rejected} extracted items were not supported by their sources and "
+            "were left out (`memori jobs show ID`)."
+        )
     if report.jobs_failed or report.jobs_retrying:
         text += (
             f" {report.jobs_failed} jobs failed, {report.jobs_retrying} will retry "

@@ -22,7 +22,7 @@ from ..store import NewMessage, Store
 from ..store.messages import add_messages
 from .formats import CONVERTERS, FORMATS, RecordError, sniff
 from .normalize import Defaults, Occurrences, normalize
-from .reader import Item, iter_json_array, iter_jsonl
+from .reader import Item, iter_json_array, iter_jsonl, limit_reason
 
 __all__ = ["FORMATS", "Defaults", "ImportReport", "ProgressCallback", "import_file"]
 
@@ -87,10 +87,11 @@ class _Source:
                 return "array"
             if not head.startswith(b"{"):
                 return "jsonl"
-        # '{' opens a JSONL file unless its first line is not a whole JSON value.
+        # '{' opens a JSONL file unless its first line is not a whole JSON value. A line the
+        # parser refused for its depth or a long integer is whole: still JSONL.
         with self.open() as (stream, _):
             first = next(iter_jsonl(stream), None)
-        return "jsonl" if first is None or first.error is None else "array"
+        return "jsonl" if first is None or first.error is None or first.limit else "array"
 
     def items(self, container: str, stream: IO[bytes]) -> Iterator[Item]:
         return iter_jsonl(stream) if container == "jsonl" else iter_json_array(stream)
@@ -202,6 +203,9 @@ def import_file(
                     raws = convert(item.value)
                 except RecordError as exc:
                     report.reject(item.line, str(exc))
+                    continue
+                except RecursionError as exc:  # parsed just under the limit, too deep to walk
+                    report.reject(item.line, limit_reason(exc) or str(exc))
                     continue
                 for raw in raws:
                     where = f"{raw['where']}: " if raw.get("where") else ""

@@ -133,36 +133,51 @@ def normalize(raw: RawMessage, defaults: Defaults) -> NewMessage | None:
     )
 
 
-def content_hash(message: NewMessage, occurrence: int) -> str:
+def content_hash(message: NewMessage, occurrence: int, scope: str = "") -> str:
     """The dedup key of a message without an external id, within its session.
 
-    ``occurrence`` counts identical messages met before in the same run of its session, so a
-    repeated "thanks" is kept while re-importing the same file adds nothing.
+    ``occurrence`` counts identical messages met before in the same session of the same
+    source, so a repeated "thanks" is kept while re-importing the same file adds nothing.
+    ``scope`` names the source when it is not a file: a fresh one per call of
+    ``add_messages`` keeps the same words said in two calls two messages. An empty scope gives
+    the key imports have always had, so a file imported before is still recognised.
     """
-    key = "\x1f".join(
-        (
-            message.role,
-            message.name or "",
-            message.created_at or "",
-            str(occurrence),
-            message.content,
-        )
+    parts = (
+        message.role,
+        message.name or "",
+        message.created_at or "",
+        str(occurrence),
+        message.content,
     )
+    key = "\x1f".join((scope, *parts) if scope else parts)
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 class Occurrences:
-    """Fills in content hashes, numbering identical messages within a run of one session."""
+    """Fills in content hashes, numbering identical messages within each session.
 
-    def __init__(self) -> None:
-        self._key: tuple[str, str] | None = None
-        self._seen: dict[str, int] = {}
+    One instance spans one source: a whole import (its batches and interleaved sessions
+    alike), or one ``add_messages`` call with its own ``scope``. The numbering depends on the
+    source alone, so the same file always gives the same keys. It keeps a count per distinct
+    message of each session, keyed by a 64-bit prefix of its hash to stay small (were two
+    messages to share one, the later would be numbered 1: still unique, still repeatable).
+    """
+
+    def __init__(self, scope: str = "") -> None:
+        self._scope = scope
+        self._seen: dict[tuple[str, str], dict[int, int]] = {}
 
     def stamp(self, message: NewMessage) -> None:
         """Set ``message.content_hash`` (messages must come in their session's order)."""
-        key = (message.entity_id, message.session)
-        if key != self._key:
-            self._key, self._seen = key, {}
-        base = content_hash(message, 0)
-        occurrence = self._seen[base] = self._seen.get(base, -1) + 1
-        message.content_hash = content_hash(message, occurrence) if occurrence else base
+        base = content_hash(message, 0, self._scope)
+        if message.external_id is not None:
+            # Its id is what recognises it (the hash index leaves such rows out), so it is not
+            # counted: exports whose every message has an id cost no memory here.
+            message.content_hash = base
+            return
+        seen = self._seen.setdefault((message.entity_id, message.session), {})
+        prefix = int(base[:16], 16)
+        occurrence = seen[prefix] = seen.get(prefix, -1) + 1
+        message.content_hash = (
+            content_hash(message, occurrence, self._scope) if occurrence else base
+        )

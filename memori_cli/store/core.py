@@ -6,7 +6,7 @@ import contextlib
 import datetime
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,20 @@ from ..errors import NoStoreError, StoreError
 from . import connect
 from .matrix import Matrices
 from .migrations import APPLICATION_ID, migrations
+
+# SQLite integers are signed 64-bit. No row has an id outside that range, and binding a larger
+# Python int raises OverflowError, so a lookup by such an id finds nothing instead.
+MAX_ROWID = 2**63 - 1
+
+
+def is_rowid(value: int) -> bool:
+    """Whether ``value`` fits an SQLite integer, so a row could have it as its id."""
+    return -MAX_ROWID - 1 <= value <= MAX_ROWID
+
+
+def rowids(ids: Iterable[Any]) -> list[int]:
+    """``ids`` as ints, without those no row can have (see :data:`MAX_ROWID`)."""
+    return [i for i in map(int, ids) if is_rowid(i)]
 
 
 def dict_rows(cursor: Any) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import Store, dict_rows, now_iso, valid_at
+from .core import Store, dict_rows, is_rowid, now_iso, valid_at
 from .fts import STOPWORDS
 
 SIMILAR = 0.95
@@ -116,7 +116,10 @@ def find_node(store: Store, entity_id: str, name: str) -> dict[str, Any] | None:
     """The node called ``name`` (any alias, or ``#ID``) in the entity's graph."""
     args: list[Any]
     if re.fullmatch(r"#\d+", name.strip()):
-        where, args = "n.id = ?", [int(name.strip()[1:])]
+        node_id = int(name.strip()[1:])
+        if not is_rowid(node_id):
+            return None
+        where, args = "n.id = ?", [node_id]
     else:
         where = "n.id = (SELECT node_id FROM graph_aliases WHERE entity_id = ? AND key = ?)"
         args = [entity_id, _key(name)]
@@ -335,6 +338,8 @@ def forget_node(store: Store, entity_id: str, node_id: int) -> int:
 
 def forget_edge(store: Store, entity_id: str, edge_id: int) -> bool:
     """Delete one edge; True if it existed."""
+    if not is_rowid(int(edge_id)):
+        return False
     with store.write() as conn:
         cursor = conn.execute(
             "DELETE FROM triples WHERE id = ? AND entity_id = ?", (edge_id, entity_id)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .core import Store, dict_rows, now_iso
+from .core import Store, dict_rows, is_rowid, now_iso, rowids
 
 #: A claimed job belongs to its worker for this long; long model runs renew it.
 LEASE_SECONDS = 120.0
@@ -167,8 +167,11 @@ def retry_failed(store: Store, job_ids: list[int] | None = None) -> int:
                  output = NULL, updated_at = ? WHERE status = 'failed'"""
     params: list[Any] = [now_iso()]
     if job_ids is not None:
+        job_ids = rowids(job_ids)
+        if not job_ids:  # none that could exist (an empty list must not mean "all")
+            return 0
         sql += f" AND id IN ({','.join('?' * len(job_ids))})"
-        params += [int(i) for i in job_ids]
+        params += job_ids
     with store.write() as conn:
         return int(conn.execute(sql, params).rowcount)
 
@@ -211,3 +214,33 @@ def list_jobs(store: Store, *, status: str | None = None, limit: int = 50) -> li
         [*params, int(limit)],
     )
     return dict_rows(cursor)
+
+
+def get_job(store: Store, job_id: int) -> dict[str, Any] | None:
+    """One job with its payload's message ids and what grounding rejected from it (the
+    rejections outlive the job row, which is pruned an hour after it is done)."""
+    if not is_rowid(int(job_id)):
+        return None
+    row = store.conn.execute(
+        """SELECT id, kind, entity_id AS entity, status, attempts, error, output, created_at,
+                  updated_at, json_extract(payload, '$.message_ids') AS message_ids
+           FROM jobs WHERE id = ?""",
+        (int(job_id),),
+    )
+    found = dict_rows(row)
+    rejected = dict_rows(
+        store.conn.execute(
+            """SELECT item, content, reason, extractor, created_at, entity_id AS entity
+               FROM rejections WHERE job_id = ? ORDER BY id""",
+            (int(job_id),),
+        )
+    )
+    if not found and not rejected:
+        return None
+    job = found[0] if found else {"id": int(job_id), "status": "pruned",
+                                  "entity": rejected[0]["entity"]}  # fmt: skip
+    if isinstance(job.get("message_ids"), str):
+        job["message_ids"] = json.loads(job["message_ids"])
+    job["rejected"] = [{k: r[k] for k in ("item", "content", "reason", "extractor")}
+                       for r in rejected]  # fmt: skip
+    return job

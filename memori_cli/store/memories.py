@@ -18,7 +18,7 @@ import numpy as np
 
 from ..augment.extract import Extraction, MemoryDraft, TripleDraft, normalise
 from . import graph, jobs, vectors
-from .core import Store, dict_rows, now_iso, valid_at
+from .core import Store, dict_rows, is_rowid, now_iso, rowids, valid_at
 from .fts import match_expression
 
 #: Cosine similarity above which two memories of the same kind and person are one memory.
@@ -38,6 +38,11 @@ class SaveResult:
     superseded: int = 0
     triples: int = 0
     embedded: int = 0
+    rejected: int = 0
+
+
+#: An item grounding refused: (item, content, reason).
+Rejected = tuple[str, str, str]
 
 
 @dataclasses.dataclass
@@ -81,8 +86,10 @@ def save(
     *,
     extractor: str,
     found: Vectors | None = None,
+    rejected: Sequence[Rejected] = (),
 ) -> SaveResult:
-    """Commit a job's results and its completion in one transaction.
+    """Commit a job's results, what grounding rejected, and the job's completion in one
+    transaction.
 
     Raises :class:`jobs.LeaseLost` (and commits nothing) if the job is no longer this
     worker's: reclaimed after its lease expired, or deleted with its entity by ``forget``.
@@ -129,6 +136,14 @@ def save(
                     now_iso(),
                 ),
             )
+        now = now_iso()
+        conn.execute("DELETE FROM rejections WHERE job_id = ?", (job.id,))  # a re-run
+        conn.executemany(
+            """INSERT INTO rejections (job_id, entity_id, item, content, reason, extractor,
+                   created_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            [(job.id, job.entity_id, *r, extractor, now) for r in rejected],
+        )
+        result.rejected = len(rejected)
         jobs.finish(conn, job)
     if found is not None:
         vectors.after_commit(store, fresh, found.messages)
@@ -367,7 +382,7 @@ def list_memories(
 def get_memories(store: Store, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Memories by id, each with ``source_ids`` (external ids where known) and ``sources``
     (internal message ids)."""
-    ids = [int(i) for i in ids]
+    ids = rowids(ids)
     if not ids:
         return {}
     cursor = store.conn.execute(
@@ -422,7 +437,7 @@ def add_observations(
 
 def source_messages(store: Store, ids: Sequence[int]) -> dict[int, list[tuple[str, str]]]:
     """The (role, content) of each memory's source messages, by memory id."""
-    ids = [int(i) for i in ids]
+    ids = rowids(ids)
     out: dict[int, list[tuple[str, str]]] = {}
     if ids:
         for memory_id, role, content in store.conn.execute(
@@ -438,6 +453,8 @@ def source_messages(store: Store, ids: Sequence[int]) -> dict[int, list[tuple[st
 def history(store: Store, memory_id: int) -> list[dict[str, Any]]:
     """Every memory in the same slot about the same person (or the supersession chain),
     oldest first: what was true, and when."""
+    if not is_rowid(int(memory_id)):
+        return []
     row = store.conn.execute(
         "SELECT entity_id, about, slot FROM memories WHERE id = ?", (int(memory_id),)
     ).fetchone()
@@ -459,6 +476,8 @@ def history(store: Store, memory_id: int) -> list[dict[str, Any]]:
 
 def forget_memory(store: Store, memory_id: int, *, entity_id: str | None = None) -> bool:
     """Delete one memory (its FTS entry and vector go with it); True if it existed."""
+    if not is_rowid(int(memory_id)):
+        return False
     sql = "DELETE FROM memories WHERE id = ?"
     params: list[Any] = [int(memory_id)]
     if entity_id is not None:

@@ -169,7 +169,7 @@ def forget_entity(store: Store, entity_id: str) -> dict[str, int]:
     removed: dict[str, int] = {}
     with store.write() as conn:
         tables = ("triples", "graph_nodes", "memories", "session_summaries", "messages", "jobs",
-                  "sessions", "entities")  # fmt: skip
+                  "rejections", "sessions", "entities")  # fmt: skip
         for table in tables:
             column = "id" if table == "entities" else "entity_id"
             cursor = conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (entity_id,))

@@ -276,3 +276,25 @@ APPLICATION_ID = 0x6D6D7269
 @migrations(name="m005_application_id")
 def m005_application_id(db: Database) -> None:
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+
+@migrations(name="m006_rejections")
+def m006_rejections(db: Database) -> None:
+    # What grounding refused to store (augment/grounding.py), per job: kept apart from the
+    # jobs table, whose done rows are pruned, and deleted with the entity.
+    db.executescript(
+        """
+        CREATE TABLE rejections (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER NOT NULL,
+            entity_id TEXT NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
+            item TEXT NOT NULL,
+            content TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            extractor TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX rejections_job ON rejections (job_id);
+        CREATE INDEX rejections_entity ON rejections (entity_id);
+        """
+    )
