@@ -21,6 +21,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+# One fixed creation time: the wall clock made two identical requests straddling a second
+# give different responses, which tests compare.
+CREATED = 1_767_225_600
+
 
 def _text(content: Any) -> str:
     if isinstance(content, str):
@@ -168,7 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
             {"role": m.get("role"), "text": _text(m.get("content"))} for m in body["messages"]
         ]
         text, tool = reply_for(conversation)
-        base = {"id": "chatcmpl-1", "created": int(time.time()), "model": body.get("model")}
+        base = {"id": "chatcmpl-1", "created": CREATED, "model": body.get("model")}
         tool_calls = (
             [
                 {
@@ -253,7 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
         response = {
             "id": "resp_1",
             "object": "response",
-            "created_at": int(time.time()),
+            "created_at": CREATED,
             "model": body.get("model"),
             "status": "completed",
             "output": output,
