@@ -74,7 +74,7 @@ class Daemon:
             self._install_signals()
             self.mem = Memori(conn=self.db_path)
             pipeline = self.mem.pipeline(stop=self.stop)
-            reclaimed = jobs.reclaim_dead(self.mem.store, socket.gethostname(), _alive)
+            reclaimed = jobs.reclaim_dead(self.mem.store, socket.gethostname(), jobs.pid_alive)
             if reclaimed:
                 log.info("took back %s jobs from workers that died mid-job", reclaimed)
             log.info(
@@ -176,16 +176,6 @@ class Daemon:
                 "jobs_failed": self.report.jobs_failed,
             },
         )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run(db_path: Path) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import functools
 import os
+import socket
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -217,14 +218,20 @@ class Memori:
         try:
             embedder = self.embedder()
         except embed.EmbeddingUnavailable as exc:
-            self._warn_once("embedder", f"{exc}; memories are extracted without vectors")
+            # The reason is a sentence of its own ("...`memori model pull`."): no ".;" join.
+            reason = str(exc).rstrip(". ")
+            self._warn_once("embedder", f"{reason}; memories are extracted without vectors")
             embedder = None
         return Pipeline(self.store, self.extractor(), embedder, stop=stop)
 
     def augment(self, *, progress: importers.ProgressCallback | None = None) -> AugmentReport:
         """Run pending augmentation now, in this thread: every due job (typed memories,
         triples, summaries, message vectors), then any message or memory still without a
-        vector. Safe to interrupt and to run beside the daemon."""
+        vector. Safe to interrupt and to run beside the daemon.
+
+        Jobs leased to a worker on this host that died (killed with -9) are taken back first,
+        as the daemon does when it starts, rather than waiting for their lease to run out."""
+        jobs.reclaim_dead(self.store, socket.gethostname())
         report = self.pipeline().drain(progress=progress)
         embedder = self.embedder()
         if embedder is None:
@@ -366,17 +373,33 @@ class Memori:
             self.store, entity, kind=kind, as_of=as_of, history=history, limit=limit
         )
 
-    def memory(self, memory_id: int) -> dict[str, Any] | None:
-        """One memory with its sources, or None."""
-        return store_memories.get_memories(self.store, [memory_id]).get(int(memory_id))
+    def _entity(self, entity_id: str | None) -> str:
+        """``entity_id`` checked, or the current attribution's entity."""
+        if entity_id is None:
+            return self.current.entity_id
+        return validate_id(entity_id, "entity_id")
 
-    def memory_history(self, memory_id: int) -> list[dict[str, Any]]:
-        """Every memory that held the same slot about the same person, oldest first."""
-        return store_memories.history(self.store, memory_id)
+    def memory(self, memory_id: int, *, entity_id: str | None = None) -> dict[str, Any] | None:
+        """One of the entity's memories (current attribution by default) with its sources,
+        or None: another entity's memory is not there for this one."""
+        return store_memories.get_memories(
+            self.store, [memory_id], entity_id=self._entity(entity_id)
+        ).get(int(memory_id))
 
-    def forget_memory(self, memory_id: int) -> bool:
-        """Delete one memory, from FTS and vectors too; True if it existed."""
-        found = store_memories.forget_memory(self.store, memory_id)
+    def memory_history(
+        self, memory_id: int, *, entity_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every memory that held the same slot about the same person, oldest first; empty
+        if the memory is not the entity's (current attribution by default)."""
+        return store_memories.history(self.store, memory_id, entity_id=self._entity(entity_id))
+
+    def forget_memory(self, memory_id: int, *, entity_id: str | None = None) -> bool:
+        """Delete one of the entity's memories (current attribution by default), from FTS and
+        vectors too, with the graph edges made only from it and its line in the session
+        summary; True if it existed."""
+        found = store_memories.forget_memory(
+            self.store, memory_id, entity_id=self._entity(entity_id)
+        )
         if found:
             self.store.checkpoint()
         return found

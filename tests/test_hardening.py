@@ -376,3 +376,203 @@ def test_chat_forget_with_a_huge_id_says_there_is_no_such_memory(tmp_path: Path)
         server.stop()
     assert done.returncode == 0, done.stderr
     assert f"No memory {HUGE_ID} of yours." in done.stderr and "Traceback" not in done.stderr
+
+
+# -- forgetting a memory: by id only within the entity, and what was made only from it -------
+def _ana_with_two_facts(db: Path) -> Memori:
+    mem = Memori(conn=db)
+    with mem.attribution(entity_id="ana"):
+        mem.add_messages(
+            [{"role": "user", "content": "I live in Zorbtown. I love Quibblecake.", "name": "Ana"}]
+        )
+    mem.augment()
+    return mem
+
+
+def _summary(mem: Memori) -> str:
+    row = mem.store.conn.execute("SELECT content FROM session_summaries").fetchone()
+    return "" if row is None else str(row[0])
+
+
+def test_forgetting_a_memory_removes_its_edge_and_its_summary_line(tmp_path: Path) -> None:
+    mem = _ana_with_two_facts(tmp_path / "m.db")
+    with mem.attribution(entity_id="ana"):
+        lives = next(m for m in mem.memories() if "Zorbtown" in m["content"])
+        assert {e["object"] for e in mem.graph.edges()} == {"Zorbtown", "Quibblecake"}
+        assert f"- {lives['content']}" in _summary(mem)
+        assert mem.forget_memory(lives["id"])
+        # The edge stating the same fact, from the same message, goes; the other one stays.
+        assert {e["object"] for e in mem.graph.edges()} == {"Quibblecake"}
+        assert [n["name"] for n in mem.graph.search("Zorbtown")] == []
+        summary = _summary(mem)
+        assert f"- {lives['content']}" not in summary and "Quibblecake" in summary
+    mem.close()
+
+
+def test_memory_operations_by_id_stay_within_the_entity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mem = _ana_with_two_facts(tmp_path / "m.db")
+    with mem.attribution(entity_id="ana"):
+        memory_id = mem.memories()[0]["id"]
+    with mem.attribution(entity_id="bob"):
+        assert mem.memory(memory_id) is None
+        assert mem.memory_history(memory_id) == []
+        assert mem.forget_memory(memory_id) is False
+        assert mem.memory(memory_id, entity_id="ana") is not None
+    with mem.attribution(entity_id="ana"):
+        assert mem.memory(memory_id) is not None
+    mem.close()
+    db = str(tmp_path / "m.db")
+    for command in ("show", "history", "forget"):
+        code, _, err = run("--db", db, "memories", command, str(memory_id), "--entity", "bob")
+        assert code == 1 and f"no memory {memory_id} of entity bob" in err, (command, err)
+    code, out, _ = run("--db", db, "memories", "show", str(memory_id), "--entity", "ana")
+    assert code == 0 and ("Zorbtown" in out or "Quibblecake" in out)
+    monkeypatch.setenv("MEMORI_ENTITY", "ana")  # the default entity, as `memories list` takes it
+    code, _, err = run("--db", db, "memories", "forget", str(memory_id))
+    assert code == 0 and f"Forgot memory {memory_id}" in err
+
+
+# -- a worker killed with -9: the next `memori augment` takes its jobs back at once -----------
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return int(done.stdout)  # the process has exited (and been reaped) by now
+
+
+def _leased_to_a_dead_worker(db: Path) -> int:
+    import socket
+
+    mem = Memori(conn=db)
+    mem.add_messages([{"role": "user", "content": "I live in Zorbtown."}])
+    conn = mem.store.conn
+    (job_id,) = conn.execute("SELECT id FROM jobs").fetchone()
+    with mem.store.write() as write:
+        write.execute(
+            """UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires = ?
+               WHERE id = ?""",
+            (f"{socket.gethostname()}:{_dead_pid()}:dead0001", time.time() + 120, job_id),
+        )
+    mem.close()
+    return int(job_id)
+
+
+def test_augment_takes_back_the_jobs_of_a_worker_killed_mid_job(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    job_id = _leased_to_a_dead_worker(db)
+    _, out, _ = run("--db", str(db), "doctor", "--json")
+    (check,) = [c for c in json.loads(out) if c["check"] == "stuck jobs"]
+    assert check["status"] == "warn" and "1 running job" in check["detail"], check
+    mem = Memori(conn=db)
+    mem.augment()
+    status = mem.store.conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    assert status is None or status[0] == "done"  # done jobs may be pruned
+    assert [m["content"] for m in mem.memories()] == ["User lives in Zorbtown"]
+    mem.close()
+    _, out, _ = run("--db", str(db), "doctor", "--json")
+    (check,) = [c for c in json.loads(out) if c["check"] == "stuck jobs"]
+    assert check["status"] == "ok", check
+
+
+def test_the_cli_augment_takes_back_a_dead_workers_jobs(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    _leased_to_a_dead_worker(db)
+    code, _, err = run("--db", str(db), "augment")
+    assert code == 0, err
+    mem = Memori(conn=db)
+    assert mem.jobs(status="running") == [] and len(mem.memories()) == 1
+    mem.close()
+
+
+# -- terminal escape sequences in stored text are shown, never sent to the terminal ----------
+CONTROLS = "I live in Evil\x1b]0;pwned\x07Town\x1b[2J. I love \x9bcake\x85."
+
+
+def test_stored_escape_sequences_are_printed_visibly_and_json_stays_exact(
+    tmp_path: Path,
+) -> None:
+    from memori_cli.cli.common import visible
+
+    assert visible("a\x1b[31mb\tc\nd\x00\x7f\x9b") == "a\\x1b[31mb\tc\nd\\x00\\x7f\\x9b"
+    db = str(tmp_path / "m.db")
+    mem = Memori(conn=db)
+    mem.add_messages([{"role": "user", "content": CONTROLS}])
+    mem.augment()
+    mem.close()
+    for args in (
+        ["recall", "Town"],
+        ["recall", "Town", "--explain"],
+        ["memories", "list"],
+        ["memories", "show", "2"],
+        ["memories", "history", "2"],
+        ["graph", "show"],
+        ["graph", "search", "Evil"],
+        ["graph", "export", "--format", "dot"],
+        ["graph", "export", "--format", "mermaid"],
+        ["graph", "export", "--format", "graphml"],
+    ):
+        code, out, err = run("--db", db, *args)
+        assert code == 0, (args, err)
+        for raw in ("\x1b", "\x07", "\x9b", "\x85"):
+            assert raw not in out and raw not in err, (args, raw)
+        if args[:2] not in (["graph", "export"], ["graph", "search"]):
+            assert "\\x1b" in out or "\\x9b" in out, (args, out)  # shown, not dropped
+    code, out, _ = run("--db", db, "recall", "Town", "--json")
+    assert code == 0 and any(hit["content"] == CONTROLS for hit in json.loads(out))
+
+
+# -- CLI conventions: data on stdout, usage errors exit 2, -h, `memori memories` lists -------
+def test_model_list_prints_its_data_on_stdout(tmp_path: Path) -> None:
+    Memori(conn=tmp_path / "m.db").add_messages([{"role": "user", "content": "hi"}])
+    code, out, _ = run("--db", str(tmp_path / "m.db"), "model", "list")
+    assert code == 0 and "embedding model:" in out and "chat model:" in out
+
+
+def test_an_unknown_chat_backend_is_a_usage_error(tmp_path: Path) -> None:
+    code, _, err = run("--db", str(tmp_path / "m.db"), "chat", "--backend", "nope")
+    assert code == 2 and "--backend" in err
+
+
+def test_a_missing_embedder_warning_joins_its_sentences_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from memori_cli import embed
+
+    def missing(spec: str) -> None:
+        raise embed.EmbeddingUnavailable(embed.HOW_TO_GET_MINILM)
+
+    monkeypatch.setattr(embed, "load", missing)
+    mem = Memori(conn=tmp_path / "m.db")
+    with pytest.warns(Warning) as caught:
+        mem.pipeline()
+    assert caught and all(".;" not in str(w.message) for w in caught)
+    mem.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["memories"],
+        ["memories", "list"],
+        ["jobs"],
+        ["graph"],
+        ["model"],
+        ["daemon"],
+        ["recall"],
+    ],
+    ids=lambda args: " ".join(args) or "memori",
+)
+def test_dash_h_is_help_everywhere(args: list[str]) -> None:
+    code, out, _ = run(*args, "-h")
+    assert code == 0 and "Usage:" in out
+
+
+def test_memories_alone_lists_them(tmp_path: Path) -> None:
+    mem = Memori(conn=tmp_path / "m.db")
+    mem.add_messages([{"role": "user", "content": "I live in Zorbtown."}])
+    mem.augment()
+    mem.close()
+    code, out, err = run("--db", str(tmp_path / "m.db"), "memories")
+    assert code == 0 and "Zorbtown" in out, err

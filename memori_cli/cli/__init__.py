@@ -10,7 +10,7 @@ import typer
 from .. import __version__
 from .admin import doctor_command, forget_command, sessions_command, stats_command
 from .chat import chat_command
-from .common import State, out
+from .common import CONTEXT_SETTINGS, State, out
 from .daemon import daemon_app
 from .graph import graph_app
 from .importing import import_command
@@ -24,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    context_settings=CONTEXT_SETTINGS,
 )
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import platform
+import socket
 import stat
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from .. import __version__, capture, paths
@@ -17,7 +17,7 @@ from ..errors import MemoriError, NoStoreError
 from ..memori import Memori
 from ..store import connect, jobs
 from .chat_state import forget_history
-from .common import err, handle_errors, out, print_json, state
+from .common import err, escape, handle_errors, out, print_json, state
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print as JSON.")]
 
@@ -147,6 +147,7 @@ def doctor_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
         checks.append(_embedding_check(mem))
         checks.append(_daemon_check(mem.store.path))
         checks.append(_queue_check(mem))
+        checks.append(_stuck_check(mem))
     checks.append(_capture_check(mem))
     llama = importlib.util.find_spec("llama_cpp") is not None
     checks.append(
@@ -236,6 +237,18 @@ def _queue_check(mem: Memori) -> dict[str, Any]:
         return {"check": "jobs", "status": "warn",
                 "detail": detail + ": see `memori jobs`, then `memori jobs retry`"}  # fmt: skip
     return {"check": "jobs", "status": "ok", "detail": detail}
+
+
+def _stuck_check(mem: Memori) -> dict[str, Any]:
+    """Running jobs whose worker is gone: a killed process leaves its jobs "running" until
+    the lease runs out."""
+    ids = jobs.stuck(mem.store, socket.gethostname())
+    if ids:
+        shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
+        return {"check": "stuck jobs", "status": "warn",
+                "detail": f"{len(ids)} running job(s) with no live worker ({shown}): "
+                "`memori augment` or the daemon takes them back"}  # fmt: skip
+    return {"check": "stuck jobs", "status": "ok", "detail": "every running job has a live worker"}
 
 
 def _capture_check(mem: Memori) -> dict[str, Any]:

@@ -10,13 +10,12 @@ from typing import Annotated, Any
 
 import memori_daemon
 import typer
-from rich.markup import escape
 
 from .. import chat
 from ..memori import Memori
 from .chat_screen import View, show
 from .chat_state import ChatHistory, Learner, history_path
-from .common import handle_errors, state
+from .common import escape, handle_errors, state
 from .memories import memories_table
 from .recalling import hits_table
 
@@ -72,6 +71,10 @@ def chat_command(
 
     Exits with status 1 when the model failed every turn.
     """
+    if backend is not None and backend not in chat.BACKENDS:
+        raise typer.BadParameter(
+            f"{backend!r}; choose one of {', '.join(chat.BACKENDS)}", param_hint="--backend"
+        )
     mem = state(ctx).memori(create=True)
     with mem.attribution(entity, process):
         if session is not None:
@@ -194,12 +197,10 @@ def _command(session: Chat, text: str, history: list[dict[str, Any]]) -> bool:
         except ValueError:
             talk.print(f"/forget takes a memory id (see /memories), not {escape(arg)!r}")
             return False
-        found = mem.memory(memory_id)
-        if found is None or found["entity_id"] != mem.current.entity_id:
-            talk.print(f"No memory {memory_id} of yours.")
-        else:
-            mem.forget_memory(memory_id)
+        if mem.forget_memory(memory_id):  # only the current entity's memories
             talk.print(f"Forgot memory {memory_id}.")
+        else:
+            talk.print(f"No memory {memory_id} of yours.")
     elif name == "/session" and arg == "new":
         new = mem.new_session()
         del history[1:]

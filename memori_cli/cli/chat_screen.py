@@ -14,9 +14,8 @@ from typing import Literal
 from rich.console import Console
 from rich.live import Live
 from rich.markdown import Markdown
-from rich.markup import escape
 
-from .common import err, out
+from .common import err, escape, out
 
 
 @dataclasses.dataclass

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 
 from .. import paths
 from ..errors import MemoriError
 from ..memori import Memori
 from ..redact import redact
+from .common import escape
 
 log = logging.getLogger("memori.chat")
 

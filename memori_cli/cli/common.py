@@ -28,6 +28,9 @@ err = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: Given to every Typer app: ``-h`` is ``--help`` everywhere, as people expect of a CLI.
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+
 
 class State:
     """Options of the top-level callback, shared with subcommands through ``ctx.obj``."""
@@ -71,23 +74,42 @@ def handle_errors(func: F) -> F:
             try:
                 return func(*args, **kwargs)
             except InvalidIdError as exc:
-                err.print(f"[red]Error:[/] {_escape(str(exc))}", highlight=False)
+                err.print(f"[red]Error:[/] {escape(str(exc))}", highlight=False)
                 raise typer.Exit(2) from None
             except (MemoriError, DatabaseError, OSError) as exc:
-                err.print(f"[red]Error:[/] {_escape(str(exc))}", highlight=False)
+                err.print(f"[red]Error:[/] {escape(str(exc))}", highlight=False)
                 raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
-    err.print(f"[yellow]Warning:[/] {_escape(str(message))}", highlight=False)
+    err.print(f"[yellow]Warning:[/] {escape(str(message))}", highlight=False)
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+# Stored text is anyone's words: an escape sequence in a message ("\x1b]0;...\x07" retitles
+# the terminal, "\x1b[2J" clears it) must be shown, not obeyed. Every C0 and C1 control but
+# newline and tab, DEL, and the Unicode line separators and bidi overrides (which reorder
+# what a reader sees) are written out as Python-style escapes.
+_CONTROLS = [*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029,
+             *range(0x202A, 0x202F), *range(0x2066, 0x206A)]  # fmt: skip
+_VISIBLE = {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in _CONTROLS}
 
-    return escape(text)
+
+def visible(text: str, *, keep: str = "\n\t") -> str:
+    """``text`` with control characters shown as ``\\xNN`` (``\\uNNNN``) instead of sent to
+    the terminal; the characters in ``keep`` (newline and tab) stay as they are."""
+    table = _VISIBLE if not keep else {c: v for c, v in _VISIBLE.items() if chr(c) not in keep}
+    return text.translate(table)
+
+
+def escape(text: str) -> str:
+    """Stored text made safe to print through Rich: controls shown (:func:`visible`), Rich
+    markup escaped. Every human output of stored text goes through this; ``--json`` does not
+    (JSON escapes controls itself and stays exact)."""
+    from rich.markup import escape as markup_escape
+
+    return markup_escape(visible(text))
 
 
 def print_json(data: Any) -> None:

@@ -21,9 +21,10 @@ from memori_daemon.worker import AlreadyRunning
 from .. import paths
 from ..errors import MemoriError
 from ..store import jobs
-from .common import MAX_ID, err, handle_errors, out, print_json, state
+from .common import CONTEXT_SETTINGS, MAX_ID, err, handle_errors, out, print_json, state
 
 daemon_app = typer.Typer(
+    context_settings=CONTEXT_SETTINGS,
     help="The background process that augments new messages as they arrive.",
     no_args_is_help=True,
 )

@@ -10,15 +10,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from ..graph import FORMATS, GraphError
-from .common import err, handle_errors, out, print_json, state
+from ..graph import FORMATS, Graph, GraphError
+from .common import CONTEXT_SETTINGS, err, escape, handle_errors, out, print_json, state, visible
 from .recalling import _iso
 
-graph_app = typer.Typer(help="The knowledge graph: show, stats, search, merge, forget, export.")
+graph_app = typer.Typer(
+    help="The knowledge graph: show, stats, search, merge, forget, export.",
+    context_settings=CONTEXT_SETTINGS,
+)
 EntityOption = Annotated[str | None, typer.Option(help="Whose graph (default: current).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print as JSON.")]
 PICTURES = ("png", "svg")
@@ -210,20 +212,28 @@ def export_command(
         if output is None and format == "png":
             raise typer.BadParameter("a png needs --output FILE", param_hint="--output")
         drawn = subprocess.run(
-            [dot, f"-T{format}"], input=graph.export("dot", entity_id=entity).encode(),
+            [dot, f"-T{format}"], input=_text_export(graph, "dot", entity).encode(),
             capture_output=True, check=False,
         )  # fmt: skip
         if drawn.returncode != 0:
             raise GraphError(f"dot failed: {drawn.stderr.decode(errors='replace').strip()}")
         data = drawn.stdout
     else:
-        data = graph.export(format, entity_id=entity).encode()
+        data = _text_export(graph, format, entity).encode()
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
     else:
         output.write_bytes(data)
         err.print(f"Wrote {escape(str(output))} ({len(data):,} bytes).")
+
+
+def _text_export(graph: Graph, format: str, entity: str | None) -> str:
+    """The export as text. JSON formats stay exact (JSON escapes controls itself); the text
+    formats (dot, mermaid, graphml) show controls in stored names visibly, as everything
+    memori prints for people does, so a viewer or a terminal never obeys them."""
+    text = graph.export(format, entity_id=entity)
+    return text if format in ("json", "mcp") else visible(text)
 
 
 @graph_app.command("import")

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
 from ..importers import FORMATS
-from .common import err, handle_errors, print_json, show_progress, state
+from .common import err, escape, handle_errors, print_json, show_progress, state
 
 
 @handle_errors

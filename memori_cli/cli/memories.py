@@ -5,20 +5,24 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from ..augment.extract import KINDS
 from ..errors import MemoriError
-from .common import MAX_ID, err, handle_errors, out, print_json, state
+from ..memori import Memori
+from .common import CONTEXT_SETTINGS, MAX_ID, err, escape, handle_errors, out, print_json, state
 from .recalling import _iso
 
 memories_app = typer.Typer(
-    help="Inspect and correct the typed memories extracted from conversations.",
-    no_args_is_help=True,
+    help="Inspect and correct the typed memories extracted from conversations; with no "
+    "command, list the current entity's memories.",
+    invoke_without_command=True,
+    context_settings=CONTEXT_SETTINGS,
 )
 jobs_app = typer.Typer(
-    help="The augmentation queue: pending and failed jobs.", invoke_without_command=True
+    help="The augmentation queue: pending and failed jobs.",
+    invoke_without_command=True,
+    context_settings=CONTEXT_SETTINGS,
 )
 
 
@@ -51,6 +55,15 @@ def memories_table(rows: list[dict[str, Any]], *, history: bool) -> Table:
     return table
 
 
+@memories_app.callback()
+def memories_command(ctx: typer.Context) -> None:
+    """Inspect and correct the typed memories; alone, ``memori memories`` lists them."""
+    if ctx.invoked_subcommand is None:
+        # `memori memories` means "show me my memories": the list with its defaults.
+        list_command(ctx, entity=None, kind=None, as_of=None, history=False, limit=100,
+                     json_output=False)  # fmt: skip
+
+
 @memories_app.command("list")
 @handle_errors
 def list_command(
@@ -81,11 +94,24 @@ def list_command(
         out.print(memories_table(rows, history=history))
 
 
-def _get(ctx: typer.Context, memory_id: int) -> dict[str, Any]:
-    found = state(ctx).memori().memory(memory_id)
+#: ``--entity`` of the by-id commands: the id must be this entity's memory.
+EntityOption = Annotated[
+    str | None,
+    typer.Option(help="Whose memory it is (default: $MEMORI_ENTITY or the configured one)."),
+]
+
+
+def _get(ctx: typer.Context, memory_id: int, entity: str | None) -> dict[str, Any]:
+    mem = state(ctx).memori()
+    found = mem.memory(memory_id, entity_id=entity)
     if found is None:
-        raise MemoriError(f"no memory with id {memory_id}")
+        raise MemoriError(_missing(mem, memory_id, entity))
     return found
+
+
+def _missing(mem: Memori, memory_id: int, entity: str | None) -> str:
+    """Not found, naming the entity looked in (the id may be another entity's)."""
+    return f"no memory {memory_id} of entity {entity or mem.current.entity_id}"
 
 
 @memories_app.command("show")
@@ -93,10 +119,11 @@ def _get(ctx: typer.Context, memory_id: int) -> dict[str, Any]:
 def show_command(
     ctx: typer.Context,
     memory_id: Annotated[int, typer.Argument(help="The memory's id.", max=MAX_ID)],
+    entity: EntityOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show one memory: its fields, validity, and the messages it came from."""
-    found = _get(ctx, memory_id)
+    found = _get(ctx, memory_id, entity)
     if json_output:
         print_json(found)
         return
@@ -126,11 +153,12 @@ def show_command(
 def history_command(
     ctx: typer.Context,
     memory_id: Annotated[int, typer.Argument(help="The memory's id.", max=MAX_ID)],
+    entity: EntityOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """What a memory's slot held over time ("lives in Paris", then "lives in Berlin")."""
-    _get(ctx, memory_id)
-    rows = state(ctx).memori().memory_history(memory_id)
+    _get(ctx, memory_id, entity)
+    rows = state(ctx).memori().memory_history(memory_id, entity_id=entity)
     if json_output:
         print_json(rows)
     else:
@@ -142,10 +170,13 @@ def history_command(
 def forget_command(
     ctx: typer.Context,
     memory_id: Annotated[int, typer.Argument(help="The memory's id.", max=MAX_ID)],
+    entity: EntityOption = None,
 ) -> None:
-    """Delete one memory for good (from full-text search and vectors too)."""
-    if not state(ctx).memori().forget_memory(memory_id):
-        raise MemoriError(f"no memory with id {memory_id}")
+    """Delete one memory for good (from full-text search and vectors too), with the graph
+    edges made only from it and its line in the session summary."""
+    mem = state(ctx).memori()
+    if not mem.forget_memory(memory_id, entity_id=entity):
+        raise MemoriError(_missing(mem, memory_id, entity))
     err.print(f"Forgot memory {memory_id}.")
 
 

@@ -15,9 +15,22 @@ from ..embed import pull as pull_module
 from ..errors import MemoriError
 from ..memori import Memori
 from ..store import jobs, vectors
-from .common import err, handle_errors, print_json, show_progress, state
+from .common import (
+    CONTEXT_SETTINGS,
+    err,
+    escape,
+    handle_errors,
+    out,
+    print_json,
+    show_progress,
+    state,
+)
 
-model_app = typer.Typer(help="The local models memori uses.", no_args_is_help=True)
+model_app = typer.Typer(
+    help="The local models memori uses.",
+    no_args_is_help=True,
+    context_settings=CONTEXT_SETTINGS,
+)
 
 
 def run_augment(mem: Memori, *, rebuild: bool, json_output: bool) -> AugmentReport:
@@ -164,4 +177,4 @@ def list_command(
         print_json(data)
         return
     for key, value in data.items():
-        err.print(f"{key.replace('_', ' ')}: {value}", highlight=False)
+        out.print(f"{key.replace('_', ' ')}: {escape(str(value))}", highlight=False)

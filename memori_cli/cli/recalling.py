@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from ..recall import RecallHit
-from .common import err, handle_errors, out, print_json, state
+from .common import err, escape, handle_errors, out, print_json, state
 
 
 @handle_errors

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -130,9 +131,21 @@ def fail(
     return status
 
 
-def reclaim_dead(store: Store, host: str, alive: Callable[[int], bool]) -> int:
-    """Expire the leases of workers on ``host`` whose process is gone (a daemon killed with
-    -9), so their jobs are taken again now instead of when the lease runs out."""
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, OSError):
+        return False  # not a pid this system can have
+    return True
+
+
+def _dead_owned(store: Store, host: str, alive: Callable[[int], bool]) -> list[int]:
+    """Running jobs leased (``host:pid:token``) to a process on ``host`` that is gone."""
     dead = []
     for job_id, owner in store.conn.execute(
         "SELECT id, lease_owner FROM jobs WHERE status = 'running' AND lease_owner LIKE ?",
@@ -141,6 +154,27 @@ def reclaim_dead(store: Store, host: str, alive: Callable[[int], bool]) -> int:
         pid = owner.split(":")[1] if owner.count(":") >= 2 else ""
         if pid.isdigit() and not alive(int(pid)):
             dead.append(int(job_id))
+    return dead
+
+
+def stuck(store: Store, host: str, alive: Callable[[int], bool] = pid_alive) -> list[int]:
+    """Ids of running jobs no worker is doing: the lease ran out, or its owner on ``host``
+    is dead. Taken again by the next claim (or at once after :func:`reclaim_dead`)."""
+    expired = {
+        int(i)
+        for (i,) in store.conn.execute(
+            "SELECT id FROM jobs WHERE status = 'running' AND ifnull(lease_expires, 0) < ?",
+            (time.time(),),
+        )
+    }
+    return sorted(expired | set(_dead_owned(store, host, alive)))
+
+
+def reclaim_dead(store: Store, host: str, alive: Callable[[int], bool] = pid_alive) -> int:
+    """Expire the leases of workers on ``host`` whose process is gone (a daemon or a
+    foreground ``memori augment`` killed with -9), so their jobs are taken again now instead
+    of when the lease runs out."""
+    dead = _dead_owned(store, host, alive)
     if dead:
         with store.write() as conn:
             conn.executemany(

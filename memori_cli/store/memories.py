@@ -379,16 +379,19 @@ def list_memories(
     return dict_rows(cursor)
 
 
-def get_memories(store: Store, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-    """Memories by id, each with ``source_ids`` (external ids where known) and ``sources``
-    (internal message ids)."""
+def get_memories(
+    store: Store, ids: Sequence[int], *, entity_id: str | None = None
+) -> dict[int, dict[str, Any]]:
+    """Memories by id (only the entity's, if ``entity_id`` is given), each with
+    ``source_ids`` (external ids where known) and ``sources`` (internal message ids)."""
     ids = rowids(ids)
     if not ids:
         return {}
+    scope, params = ("", []) if entity_id is None else (" AND m.entity_id = ?", [entity_id])
     cursor = store.conn.execute(
         f"""SELECT {_COLUMNS} FROM memories m LEFT JOIN sessions s ON s.id = m.session_id
-            WHERE m.id IN ({",".join("?" * len(ids))})""",
-        ids,
+            WHERE m.id IN ({",".join("?" * len(ids))}){scope}""",
+        [*ids, *params],
     )
     out = {row["id"]: dict(row, sources=[], source_ids=[]) for row in dict_rows(cursor)}
     if out:
@@ -450,13 +453,15 @@ def source_messages(store: Store, ids: Sequence[int]) -> dict[int, list[tuple[st
     return out
 
 
-def history(store: Store, memory_id: int) -> list[dict[str, Any]]:
+def history(store: Store, memory_id: int, *, entity_id: str | None = None) -> list[dict[str, Any]]:
     """Every memory in the same slot about the same person (or the supersession chain),
-    oldest first: what was true, and when."""
+    oldest first: what was true, and when. Empty if the memory is not the entity's."""
     if not is_rowid(int(memory_id)):
         return []
     row = store.conn.execute(
-        "SELECT entity_id, about, slot FROM memories WHERE id = ?", (int(memory_id),)
+        """SELECT entity_id, about, slot FROM memories
+           WHERE id = ? AND entity_id = ifnull(?, entity_id)""",
+        (int(memory_id), entity_id),
     ).fetchone()
     if row is None:
         return []
@@ -475,16 +480,111 @@ def history(store: Store, memory_id: int) -> list[dict[str, Any]]:
 
 
 def forget_memory(store: Store, memory_id: int, *, entity_id: str | None = None) -> bool:
-    """Delete one memory (its FTS entry and vector go with it); True if it existed."""
+    """Delete one memory (only the entity's, if ``entity_id`` is given) and what was made
+    only from it, in one transaction; True if it existed.
+
+    Its FTS entry and vector go by trigger and foreign key. Two derived things would
+    otherwise keep stating the forgotten fact:
+
+    - **Edges.** Triples record their source messages, not the memory, so an edge goes when
+      it states this memory's fact from nothing else: it was made by the same extractor,
+      every one of its source messages is a source of the memory (so it came from the same
+      job's messages and no other message supports it), and its object is named in the
+      memory's text ("Ana lives in Zorbtown" and ``lives_in Zorbtown``, not ``likes cake``
+      from the same message). Object nodes left with no edge go with it.
+    - **Session summaries** of the sessions its sources belong to. The rule extractor's
+      summary holds one ``- <memory>`` line per memory learned, so that line is cut out. Any
+      other summary (a model's prose may paraphrase) that covers a source message, or that
+      still holds the text after the cut, is deleted: the session's next job writes a new one.
+    """
     if not is_rowid(int(memory_id)):
         return False
-    sql = "DELETE FROM memories WHERE id = ?"
-    params: list[Any] = [int(memory_id)]
-    if entity_id is not None:
-        sql += " AND entity_id = ?"
-        params.append(entity_id)
     with store.write() as conn:
-        return bool(conn.execute(sql, params).rowcount)
+        row = conn.execute(
+            """SELECT entity_id, content, extractor, session_id FROM memories
+               WHERE id = ? AND entity_id = ifnull(?, entity_id)""",
+            (int(memory_id), entity_id),
+        ).fetchone()
+        if row is None:
+            return False
+        owner, content, extractor, session_id = str(row[0]), str(row[1]), str(row[2]), row[3]
+        sources = [
+            int(i)
+            for (i,) in conn.execute(
+                "SELECT message_id FROM memory_sources WHERE memory_id = ?", (int(memory_id),)
+            )
+        ]
+        _forget_edges(conn, owner, int(memory_id), content, extractor)
+        _cut_from_summaries(conn, owner, session_id, sources, content)
+        conn.execute("DELETE FROM memories WHERE id = ?", (int(memory_id),))
+    return True
+
+
+def _forget_edges(conn: Any, entity_id: str, memory_id: int, content: str, extractor: str) -> None:
+    """Delete the edges made only from memory ``memory_id``'s messages that state its fact
+    (see :func:`forget_memory`), then the object nodes they leave with no edge."""
+    folded = content.casefold()
+    rows = conn.execute(
+        """SELECT t.id, t.object, t.subject_id, t.object_id FROM triples t
+           WHERE t.entity_id = ? AND t.extractor = ?
+               AND EXISTS (SELECT 1 FROM triple_sources ts WHERE ts.triple_id = t.id)
+               AND NOT EXISTS (
+                   SELECT 1 FROM triple_sources ts WHERE ts.triple_id = t.id
+                       AND ts.message_id NOT IN
+                           (SELECT message_id FROM memory_sources WHERE memory_id = ?))""",
+        (entity_id, extractor, memory_id),
+    ).fetchall()
+    gone = [row for row in rows if str(row[1]).strip().casefold() in folded]
+    if not gone:
+        return
+    conn.executemany("DELETE FROM triples WHERE id = ?", [(int(row[0]),) for row in gone])
+    # Only object nodes: the object is the forgotten value ("Zorbtown"), while the subject is
+    # the person, whose node may carry aliases merged by hand.
+    for node_id in sorted({int(row[3]) for row in gone if row[3] is not None}):
+        conn.execute(
+            """DELETE FROM graph_nodes WHERE id = ? AND NOT EXISTS
+                   (SELECT 1 FROM triples WHERE subject_id = ?1 OR object_id = ?1)""",
+            (node_id,),
+        )
+
+
+def _cut_from_summaries(
+    conn: Any, entity_id: str, session_id: int | None, sources: list[int], content: str
+) -> None:
+    """Remove ``content`` from the summaries of the sessions it was learned in (see
+    :func:`forget_memory`)."""
+    marks = ",".join("?" * len(sources)) or "NULL"
+    sessions = {
+        int(s)
+        for (s,) in conn.execute(
+            f"SELECT DISTINCT session_id FROM messages WHERE id IN ({marks})", sources
+        )
+        if s is not None
+    }
+    if session_id is not None:
+        sessions.add(int(session_id))
+    line = f"- {content}"
+    for session in sorted(sessions):
+        row = conn.execute(
+            """SELECT content, extractor, last_message_id FROM session_summaries
+               WHERE session_id = ? AND entity_id = ?""",
+            (session, entity_id),
+        ).fetchone()
+        if row is None:
+            continue
+        summary, made_by, last = str(row[0]), str(row[1]), int(row[2])
+        if made_by.startswith("rules@"):
+            kept = "\n".join(x for x in summary.splitlines() if x != line)
+            if content not in kept:
+                if kept != summary:
+                    conn.execute(
+                        "UPDATE session_summaries SET content = ? WHERE session_id = ?",
+                        (kept, session),
+                    )
+                continue
+        elif content not in summary and not any(i <= last for i in sources):
+            continue  # the summary was written before any of the memory's messages
+        conn.execute("DELETE FROM session_summaries WHERE session_id = ?", (session,))
 
 
 def search_memories(
