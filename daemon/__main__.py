@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from memori_cli import paths
+from memori_cli.errors import MemoriError
 
 from .worker import AlreadyRunning, run
 
@@ -21,6 +22,9 @@ def main() -> int:
     except AlreadyRunning as exc:
         print(f"memori daemon: {exc}", file=sys.stderr)
         return 3
+    except MemoriError as exc:  # e.g. a damaged model file: one clear line, no traceback
+        print(f"memori daemon: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from memori_cli import Memori, paths
 from memori_cli.augment.pipeline import AugmentReport
+from memori_cli.errors import MemoriError
 from memori_cli.store import jobs
 
 from . import pidfile
@@ -187,4 +188,7 @@ def run(db_path: Path) -> None:
         Daemon(db_path).serve()
     except AlreadyRunning as exc:
         log.info("not starting: %s", exc)
+        raise
+    except MemoriError as exc:
+        log.error("stopped: %s", exc)
         raise

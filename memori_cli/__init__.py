@@ -10,9 +10,11 @@ from ._version import __version__
 from .attribution import Attribution
 from .errors import (
     ExtensionError,
+    ForgetWarning,
     ImportFormatError,
     InvalidIdError,
     MemoriError,
+    ModelFileError,
     NoStoreError,
     PermissionsWarning,
     RecallWarning,
@@ -25,11 +27,13 @@ from .recall import RecallHit
 __all__ = [
     "Attribution",
     "ExtensionError",
+    "ForgetWarning",
     "ImportFormatError",
     "ImportReport",
     "InvalidIdError",
     "Memori",
     "MemoriError",
+    "ModelFileError",
     "NoStoreError",
     "PermissionsWarning",
     "RecallHit",

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import gguf_file
 from .errors import MemoriError
 
 if TYPE_CHECKING:
@@ -93,6 +94,10 @@ def _local(mem: Memori, path: str, max_tokens: int) -> Backend:
         raise NoBackend(HOW_TO_CONFIGURE)
     if not Path(path).is_file():
         raise NoBackend(f"{path}: no such model file")
+    try:
+        gguf_file.check(path)  # a damaged file: say so, before llama.cpp fails inside
+    except MemoriError as exc:
+        raise NoBackend(str(exc)) from None
     llama_cpp = _require("llama_cpp", "local")
     try:
         model = llama_cpp.Llama(model_path=path, n_ctx=4096, verbose=False)

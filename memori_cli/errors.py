@@ -8,7 +8,8 @@ catch one type. The tree::
     ├── StoreError            the store cannot be opened, migrated or written
     │   ├── NoStoreError      no store at the path, and the caller did not ask to create one
     │   └── ExtensionError    the connection cannot load sqlite-vec
-    └── ImportFormatError     a transcript file whose format is unknown or unreadable as a whole
+    ├── ImportFormatError     a transcript file whose format is unknown or unreadable as a whole
+    └── ModelFileError        a model file that is missing or not a valid GGUF file
 
 Problems with single records of an import are not exceptions: they are collected in the
 import report (see :class:`memori_cli.importers.ImportReport`) so every valid record still lands.
@@ -41,9 +42,19 @@ class ImportFormatError(MemoriError):
     """A transcript file cannot be read as any supported format."""
 
 
+class ModelFileError(MemoriError):
+    """A configured or given model file is missing, unreadable or not a valid GGUF file."""
+
+
 class RecallWarning(UserWarning):
     """Recall did with less than asked: it could not use vectors (no embedding model, or a
     stale index) and fell back to words, or it cut an over-long query to its start."""
+
+
+class ForgetWarning(UserWarning):
+    """Forgetting could not finish wiping the files: another connection held a read
+    transaction, so the write-ahead log (``memori.db-wal``) may still hold the deleted text
+    until it closes and a later checkpoint (another ``forget``, or ``memori doctor``) runs."""
 
 
 class PermissionsWarning(UserWarning):

@@ -17,6 +17,7 @@ from xml.sax.saxutils import escape as xml_escape
 from .attribution import validate_id
 from .errors import MemoriError
 from .importers.reader import loads
+from .redact import redact, redact_id
 from .store import graph as store_graph
 from .store import memories as store_memories
 
@@ -159,7 +160,9 @@ class Graph:
                     record = loads(line)
                     kind = record.get("type") if isinstance(record, dict) else None
                     if kind == "entity":
-                        name, node_type = _text(record, "name"), _text(record, "entityType")
+                        # Redacted like every import: names keep distinct (see redact_id).
+                        name = redact_id(_text(record, "name"))
+                        node_type = redact(_text(record, "entityType"))
                         observations = record.get("observations", [])
                         if not isinstance(observations, list) or not all(
                             isinstance(o, str) for o in observations
@@ -168,12 +171,19 @@ class Graph:
                         types[name] = node_type
                         report["nodes"] += store_graph.add_node(store, entity, name, node_type)
                         report["observations"] += store_memories.add_observations(
-                            store, entity, name, observations, extractor=MCP_EXTRACTOR
+                            store,
+                            entity,
+                            name,
+                            [redact(o) for o in observations],
+                            extractor=MCP_EXTRACTOR,
                         )
                     elif kind == "relation":
                         for field in ("from", "to", "relationType"):
                             _text(record, field)
-                        relations.append((number, record))
+                        relations.append((number, {
+                            "from": redact_id(record["from"]), "to": redact_id(record["to"]),
+                            "relationType": redact(record["relationType"]),
+                        }))  # fmt: skip
                     else:
                         raise ValueError("field 'type': expected 'entity' or 'relation'")
                 except (ValueError, AttributeError) as exc:

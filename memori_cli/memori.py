@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from . import embed, importers, recall
+from . import embed, gguf_file, importers, recall
 from .attribution import Attribution, new_session_id, validate_id
 from .augment.embedding import embed_pending, embed_pending_memories
 from .augment.extract import Extractor
 from .augment.pipeline import AugmentReport, Pipeline
-from .capture import LLM
+from .capture import LLM, forget_spooled
 from .config import Config, StorageConfig, default_entity
-from .errors import RecallWarning
+from .errors import ForgetWarning, ModelFileError, RecallWarning
 from .graph import Graph
 from .importers.formats import RecordError
 from .importers.normalize import Defaults, Occurrences, normalize
@@ -174,8 +174,13 @@ class Memori:
         process_id: str | None = None,
         session_id: str | None = None,
         progress: importers.ProgressCallback | None = None,
+        max_unzipped_mb: int = importers.MAX_UNZIPPED_MB,
     ) -> importers.ImportReport:
-        """Import a transcript file; the ids given apply where the file sets none."""
+        """Import a transcript file; the ids given apply where the file sets none.
+
+        ``max_unzipped_mb`` caps what is inflated from a zip archive (see
+        :func:`memori_cli.importers.import_file`).
+        """
         current = self.current
         defaults = Defaults(
             entity=current.entity_id if entity_id is None else validate_id(entity_id, "entity_id"),
@@ -187,7 +192,12 @@ class Memori:
             else validate_id(process_id, "process_id"),
         )
         return importers.import_file(
-            self.store, path, defaults=defaults, format=format, progress=progress
+            self.store,
+            path,
+            defaults=defaults,
+            format=format,
+            progress=progress,
+            max_unzipped_mb=max_unzipped_mb,
         )
 
     # -- embeddings ----------------------------------------------------------------------
@@ -198,12 +208,22 @@ class Memori:
         return self._embedder
 
     def extractor(self) -> Extractor:
-        """The memory extractor: the configured GGUF chat model, else the rule extractor."""
+        """The memory extractor: the configured GGUF chat model, else the rule extractor.
+
+        Raises :class:`ModelFileError` when the chat model file is missing or not valid GGUF.
+        """
         if self._extractor is None:
             if self.config.chat_model != "none":
                 from .augment.llm import LlamaCppExtractor
 
-                self._extractor = LlamaCppExtractor(self.config.chat_model)
+                path = self.config.chat_model
+                gguf_file.check(path)  # a clear ModelFileError, not llama.cpp's failure
+                try:
+                    self._extractor = LlamaCppExtractor(path)
+                except (ValueError, OSError, RuntimeError) as exc:
+                    raise ModelFileError(
+                        f"{path}: llama.cpp cannot load the chat model: {exc}"
+                    ) from exc
             else:
                 from .augment.rules import RuleExtractor
 
@@ -400,8 +420,14 @@ class Memori:
         found = store_memories.forget_memory(
             self.store, memory_id, entity_id=self._entity(entity_id)
         )
-        if found:
-            self.store.checkpoint()
+        if found and not self.store.checkpoint():
+            warnings.warn(
+                f"forgot memory {memory_id}, but another connection holds a read transaction "
+                f"on {self.store.describe()}, so its text may remain in the write-ahead log "
+                "(-wal file) until that connection closes",
+                ForgetWarning,
+                stacklevel=2,
+            )
         return found
 
     def jobs(self, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -423,6 +449,15 @@ class Memori:
             validate_id(entity_id, "entity_id")
         return store_messages.list_sessions(self.store, entity_id)
 
+    def entities(self) -> list[dict[str, Any]]:
+        """Every entity in the store with counts of messages, current memories and sessions,
+        and its last activity; most recently active first."""
+        return store_messages.list_entities(self.store)
+
+    def entity_count(self) -> int:
+        """How many entities the store holds."""
+        return store_messages.entity_count(self.store)
+
     def stats(self) -> dict[str, Any]:
         """Row counts, the store's path and its size on disk."""
         counts = store_messages.counts(self.store)
@@ -435,8 +470,15 @@ class Memori:
         return {"path": self.store.describe(), "bytes": size, **counts}
 
     def forget(self, entity_id: str) -> dict[str, int]:
-        """Delete everything derived from ``entity_id``; returns rows removed per table."""
-        return store_messages.forget_entity(self.store, validate_id(entity_id, "entity_id"))
+        """Delete everything derived from ``entity_id``; returns rows removed per table.
+
+        The entity's lines in the capture spool file go too. Where another connection's read
+        transaction keeps the write-ahead log from being wiped, a
+        :class:`~memori_cli.errors.ForgetWarning` says so (the rows are gone either way).
+        """
+        entity_id = validate_id(entity_id, "entity_id")
+        forget_spooled(self.store, entity_id)
+        return store_messages.forget_entity(self.store, entity_id)
 
     def close(self) -> None:
         """Store what wrapped calls captured, then close the store's connections."""

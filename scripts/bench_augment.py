@@ -2,6 +2,7 @@
 
     python scripts/bench_augment.py [--sessions 100] [--per-session 20] [--captures 30]
                                     [--embedding minilm|none] [--model PATH.gguf]
+    python scripts/bench_augment.py --history 10000 --embedding none
 
 1. Throughput: import sessions x per-session messages, then run every job in the foreground
    (rule extractor, embedding with the configured model unless --embedding none): jobs/s and
@@ -9,6 +10,10 @@
 2. Latency: with the daemon running on the store, capture one message at a time and time how
    long until a memory extracted from it can be recalled (target: median under 2 s).
 3. With --model, tokens per second of the LlamaCppExtractor on that GGUF model.
+4. With --history N (instead of 1 and 2): N jobs of ONE entity, each a few messages the rule
+   extractor turns into memories and edges ("I live in Town{n}", "I like food{n}"), captured
+   and drained in batches so the queue stays short and only the entity's history grows;
+   jobs/s of the batch ending at 1,000 jobs and at N (does augmentation slow as history grows?).
 """
 
 from __future__ import annotations
@@ -112,6 +117,45 @@ def latency(home: Path, captures: int) -> None:
     )
 
 
+def history(home: Path, total: int, batch: int = 500) -> None:
+    from memori_cli import Memori
+
+    mem = Memori(conn=home / "history.db")
+    rates: dict[int, float] = {}
+    done = 0
+    with mem.attribution(entity_id="bench"):
+        while done < total:
+            size = min(batch, total - done)
+            for n in range(done, done + size):
+                if n % 20 == 0:
+                    mem.set_session(f"s{n // 20}")
+                mem.add_messages(
+                    [
+                        {"role": "user", "content": f"I live in Town{n} now.", "name": "Kim"},
+                        {"role": "assistant", "content": "Noted."},
+                        {"role": "user", "content": f"I like food{n}.", "name": "Kim"},
+                    ]
+                )
+            started = time.perf_counter()
+            report = mem.pipeline().drain(prune=False)
+            seconds = time.perf_counter() - started
+            done += report.jobs_done
+            rates[done] = report.jobs_done / seconds
+            if report.jobs_done < size:
+                raise SystemExit(f"only {report.jobs_done} of {size} jobs ran")
+    memories_made = len(mem.memories(entity_id="bench", history=True, limit=10**9))
+    mem.close()
+    marks = sorted({min(1000, total), total})
+    figures = ", ".join(
+        f"{rates[min(rates, key=lambda d: abs(d - mark))]:.1f} jobs/s at {mark:,} jobs"
+        for mark in marks
+    )
+    print(
+        f"history of one entity ({total:,} jobs in batches of {batch}, {memories_made:,} "
+        f"memories): {figures}"
+    )
+
+
 def tokens_per_second(model: Path) -> None:
     from memori_cli.augment.extract import ExtractionError, Turn
     from memori_cli.augment.llm import LlamaCppExtractor
@@ -145,12 +189,18 @@ def main() -> None:
     parser.add_argument("--captures", type=int, default=30)
     parser.add_argument("--embedding", default=None, help="minilm, none or a .gguf path")
     parser.add_argument("--model", type=Path, default=None, help="a GGUF chat model")
+    parser.add_argument(
+        "--history", type=int, default=0, help="N jobs of one entity: jobs/s at 1k and at N"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MEMORI_HOME"] = tmp
         if args.embedding:
             os.environ["MEMORI_EMBEDDING_MODEL"] = args.embedding
         os.environ.pop("MEMORI_CHAT_MODEL", None)
+        if args.history:
+            history(Path(tmp), args.history)
+            return
         throughput(Path(tmp), args.sessions, args.per_session)
         latency(Path(tmp), args.captures)
     if args.model:

@@ -576,3 +576,16 @@ def test_memories_alone_lists_them(tmp_path: Path) -> None:
     mem.close()
     code, out, err = run("--db", str(tmp_path / "m.db"), "memories")
     assert code == 0 and "Zorbtown" in out, err
+
+
+# -- 17. the command line's conventions ---------------------------------------------------------
+def test_completion_is_offered_and_help_shows_no_bool_metavar_and_reflows() -> None:
+    shown = runner.invoke(app, ["--show-completion", "bash"])
+    assert shown.exit_code == 0 and "_memori_completion" in shown.stdout
+    assert "--install-completion" in runner.invoke(app, ["--help"]).stdout
+    help_text = runner.invoke(app, ["recall", "--help"], env={"COLUMNS": "80"}).stdout
+    assert "<bool>" not in help_text and "--json" in help_text
+    # A hard-wrapped docstring flows into one paragraph: no line holds one stray word.
+    assert "embedded so far" in " ".join(help_text.split())
+    lines = [line.strip() for line in help_text.splitlines() if line.strip()]
+    assert not any(len(line.split()) == 1 and line.isalpha() for line in lines)

@@ -22,12 +22,12 @@ from .anthropic_api import MessagesAdapter
 from .core import Adapter, Call, Conversation, tap, wrap
 from .inject import InjectionSettings
 from .openai_api import ChatAdapter, ResponsesAdapter
-from .writer import Writer, spool_path, spooled
+from .writer import Writer, forget_spooled, spool_path, spooled
 
 if TYPE_CHECKING:
     from ..memori import Memori
 
-__all__ = ["LLM", "InjectionSettings", "spool_path", "spooled"]
+__all__ = ["LLM", "InjectionSettings", "forget_spooled", "spool_path", "spooled"]
 
 ClientT = TypeVar("ClientT")
 SUPPORTED = (

@@ -9,9 +9,11 @@ format, which ``memori import`` brings back; ``memori doctor`` reports it.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import paths
 from ..attribution import Attribution
-from ..redact import redact
+from ..redact import redact, redact_id
 
 if TYPE_CHECKING:
     from ..memori import Memori
@@ -45,6 +47,49 @@ def spooled(store: Store) -> int:
             return sum(1 for line in file if line.strip())
     except FileNotFoundError:
         return 0
+
+
+def _spool_entity(line: bytes) -> str | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record.get("entity") if isinstance(record, dict) else None
+
+
+def forget_spooled(store: Store, entity_id: str) -> int:
+    """Remove ``entity_id``'s lines from the spool file; returns how many went.
+
+    The rest is written to a private (0600) file beside it and moved into place, so a reader
+    never sees half a file; the spool file is deleted when nothing is left in it.
+    """
+    path = spool_path(store)
+    try:
+        with path.open("rb") as file:
+            lines = file.readlines()
+    except FileNotFoundError:
+        return 0
+    kept = [line for line in lines if line.strip() and _spool_entity(line) != entity_id]
+    removed = sum(1 for line in lines if line.strip()) - len(kept)
+    if not removed:
+        return 0
+    if not kept:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return removed
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.writelines(line if line.endswith(b"\n") else line + b"\n" for line in kept)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return removed
 
 
 @dataclasses.dataclass
@@ -136,6 +181,7 @@ class Writer:
             json.dumps(
                 {
                     **message,
+                    **_redacted_fields(message),
                     "content": redact(str(message["content"])),
                     "entity": attribution.entity_id,
                     "process": attribution.process_id,
@@ -153,3 +199,13 @@ class Writer:
                 file.write("".join(line + "\n" for line in lines))
         except Exception as exc:  # disk full: the log line is all that is left
             log.error("capture: could not spool the exchange either (%s): %s", exc, error)
+
+
+def _redacted_fields(message: dict[str, Any]) -> dict[str, Any]:
+    """The name and id of a spooled message, redacted as the store would keep them."""
+    out: dict[str, Any] = {}
+    if isinstance(message.get("name"), str):
+        out["name"] = redact(message["name"])
+    if isinstance(message.get("id"), str):
+        out["id"] = redact_id(message["id"])
+    return out

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
 
 from .. import __version__
-from .admin import doctor_command, forget_command, sessions_command, stats_command
+from .admin import (
+    doctor_command,
+    entities_command,
+    forget_command,
+    sessions_command,
+    stats_command,
+)
 from .chat import chat_command
-from .common import CONTEXT_SETTINGS, State, out
+from .common import CONTEXT_SETTINGS, MARKUP, State, out
 from .daemon import daemon_app
 from .graph import graph_app
 from .importing import import_command
@@ -18,13 +25,27 @@ from .memories import jobs_app, memories_app
 from .models import augment_command, model_app, reembed_command
 from .recalling import recall_command
 
+_option_type = getattr(typer.core.TyperOption, "display_type_rich", None)
+
+
+def _flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    # Typer 0.29 labels every flag "<bool>", its own --help too; a flag takes no value.
+    if self.is_flag or _option_type is None:
+        return None
+    result: str | None = _option_type(self, ctx)
+    return result
+
+
+if _option_type is not None:  # a Typer without it shows no types at all
+    typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+
 app = typer.Typer(
     name="memori",
     help="Long-term memory for LLM applications, entirely on your own machine.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_show_locals=False,
     context_settings=CONTEXT_SETTINGS,
+    rich_markup_mode=MARKUP,
 )
 
 
@@ -57,6 +78,7 @@ app.command("chat")(chat_command)
 app.command("import")(import_command)
 app.command("recall")(recall_command)
 app.command("sessions")(sessions_command)
+app.command("entities")(entities_command)
 app.command("stats")(stats_command)
 app.command("forget")(forget_command)
 app.command("doctor")(doctor_command)

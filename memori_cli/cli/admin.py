@@ -1,23 +1,25 @@
-"""``memori sessions``, ``stats``, ``forget`` and ``doctor``: looking after the store."""
+"""``memori sessions``, ``entities``, ``stats``, ``forget``, ``doctor``: looking after the store."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import platform
 import socket
 import stat
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from .. import __version__, capture, paths
-from ..errors import MemoriError, NoStoreError
+from .. import __version__, capture, gguf_file, paths
+from ..errors import ForgetWarning, MemoriError, NoStoreError
 from ..memori import Memori
 from ..store import connect, jobs
 from .chat_state import forget_history
-from .common import err, escape, handle_errors, out, print_json, state
+from .common import err, escape, handle_errors, narrow, out, print_json, side_width, state
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print as JSON.")]
 
@@ -36,15 +38,57 @@ def sessions_command(
     if not rows:
         err.print("No sessions yet. Import transcripts with `memori import FILE`.")
         return
-    table = Table()
-    for column in ("session", "entity", "process", "messages", "first", "last"):
-        table.add_column(column, overflow="fold")
+    # A narrow terminal: the session name keeps the room; entity and process are cut, the
+    # first time goes (the last stays), and a process column nobody has is left out.
+    compact = narrow()
+    processes = any(row["process"] for row in rows)
+    table = Table(expand=compact)
+    table.add_column("session", overflow="fold", ratio=1 if compact else None, min_width=12)
+    table.add_column("entity", no_wrap=True, overflow="ellipsis", max_width=side_width(24))
+    if processes:
+        table.add_column("process", no_wrap=True, overflow="ellipsis", max_width=side_width(24))
+    table.add_column("msgs" if compact else "messages", no_wrap=True, justify="right")
+    if not compact:
+        table.add_column("first", no_wrap=True)
+    table.add_column("last", no_wrap=True)
     for row in rows:
+        cells = [escape(_short(row["session"])), escape(_short(row["entity"]))]
+        if processes:
+            cells.append(escape(_short(row["process"])))
+        cells.append(str(row["messages"]))
+        if not compact:
+            cells.append(_when(row["first"]))
+        cells.append((row["last"] or "")[:10] if compact else _when(row["last"]))
+        table.add_row(*cells)
+    out.print(table)
+
+
+@handle_errors
+def entities_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """List the store's entities with their messages, current memories, sessions and last
+    activity, most recently active first; `default` marks the one used without --entity."""
+    mem = state(ctx).memori()
+    current = mem.current.entity_id
+    rows = [dict(row, default=row["entity"] == current) for row in mem.entities()]
+    if json_output:
+        print_json(rows)
+        return
+    if not rows:
+        err.print("No entities yet. Import transcripts with `memori import FILE`.")
+        return
+    table = Table(caption="* used without --entity" if any(r["default"] for r in rows) else None)
+    table.add_column("entity", overflow="fold", min_width=10)
+    for column in ("messages", "memories", "sessions"):
+        table.add_column(column, justify="right")
+    table.add_column("last active", no_wrap=True)
+    for row in rows:
+        name = escape(row["entity"]) + (" *" if row["default"] else "")
         table.add_row(
-            *(escape(_short(row[k])) for k in ("session", "entity", "process")),
+            name,
             str(row["messages"]),
-            _when(row["first"]),
-            _when(row["last"]),
+            str(row["memories"]),
+            str(row["sessions"]),
+            (row["last_activity"] or "")[:10] if narrow() else _when(row["last_activity"]),
         )
     out.print(table)
 
@@ -83,11 +127,26 @@ def forget_command(
     ):
         err.print("Nothing forgotten.")
         raise typer.Exit(1)
-    removed = mem.forget(entity)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ForgetWarning)
+        removed = mem.forget(entity)
+    incomplete = any(issubclass(w.category, ForgetWarning) for w in caught)
+    for w in caught:  # anything else is shown as it would have been
+        if not issubclass(w.category, ForgetWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     # Chat's input history lives outside the store: the library does not know of it.
     history = forget_history(mem.store.path, entity)
+    holders = _holders(mem.store.path) if incomplete else []
     if json_output:
-        print_json({"entity": entity, "removed": removed, "chat_history_removed": history})
+        print_json(
+            {
+                "entity": entity,
+                "removed": removed,
+                "chat_history_removed": history,
+                "wal_checkpointed": not incomplete,
+                **({"held_by_pids": holders} if incomplete else {}),
+            }
+        )
     else:
         err.print(
             f"Forgot entity {escape(entity)!r}: {removed['messages']} messages, "
@@ -95,6 +154,46 @@ def forget_command(
             + (", and the chat history." if history else "."),
             highlight=False,
         )
+    if incomplete:
+        who = (
+            "the other process (pid " + ", ".join(map(str, holders)) + ")"
+            if holders
+            else "the other process that has the store open"
+        )
+        wal = f"{mem.store.path}-wal" if mem.store.path is not None else "the -wal file"
+        err.print(
+            f"[red]Not finished:[/red] the rows are deleted, but the deleted text may remain in "
+            f"{escape(wal)} until {who} closes; run "
+            f"`memori forget --entity {escape(entity)}` again or `memori doctor`.",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+
+
+def _holders(db_path: Path | None) -> list[int]:
+    """The ids of other processes that have the store file open (Linux /proc; best effort)."""
+    if db_path is None:
+        return []
+    targets = {str(db_path.resolve()), f"{db_path.resolve()}-wal"}
+    found: list[int] = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) in targets:
+                    found.append(int(entry.name))
+                    break
+            except OSError:
+                continue
+    return sorted(found)
 
 
 @handle_errors
@@ -139,6 +238,7 @@ def doctor_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
         checks.append({"check": "sqlite", "status": "fail", "detail": str(exc)})
     checks.append(_dir_check("data dir", paths.data_dir()))
     if opened:
+        checks.append(_wal_check(mem))
         if mem.store.path is not None:
             for suffix in ("", "-wal", "-shm"):
                 file = Path(str(mem.store.path) + suffix)
@@ -149,6 +249,7 @@ def doctor_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
         checks.append(_queue_check(mem))
         checks.append(_stuck_check(mem))
     checks.append(_capture_check(mem))
+    checks.extend(_model_checks(mem))
     llama = importlib.util.find_spec("llama_cpp") is not None
     checks.append(
         {
@@ -228,6 +329,41 @@ def _daemon_check(db_path: Path | None) -> dict[str, Any]:
         "detail": "not running (optional: work waits in the queue for `memori augment` "
         "or `memori daemon start`)",
     }
+
+
+def _wal_check(mem: Memori) -> dict[str, Any]:
+    """Checkpoint the write-ahead log: after a ``forget`` that another reader held up, this
+    is what finally wipes the deleted text from ``memori.db-wal``."""
+    if mem.store.checkpoint(attempts=2):
+        return {"check": "wal", "status": "ok", "detail": "write-ahead log checkpointed"}
+    holders = _holders(mem.store.path)
+    who = f" (pid {', '.join(map(str, holders))})" if holders else ""
+    return {"check": "wal", "status": "warn",
+            "detail": f"the write-ahead log cannot be checkpointed while another process{who} "
+            "holds a read transaction: text deleted by `memori forget` may remain in the -wal "
+            "file until it closes; run `memori doctor` again then"}  # fmt: skip
+
+
+def _model_checks(mem: Memori) -> list[dict[str, Any]]:
+    """Each configured GGUF model file: present, and its header valid and complete."""
+    checks: list[dict[str, Any]] = []
+    for role, spec in (("chat", mem.config.chat_model), ("embedding", mem.config.embedding_model)):
+        if spec in ("none", "minilm") or (role == "embedding" and not spec.endswith(".gguf")):
+            continue
+        name = f"{role} model"
+        try:
+            info = gguf_file.check(Path(spec).expanduser())
+        except MemoriError as exc:
+            checks.append({"check": name, "status": "fail",
+                           "detail": f"{exc}; fix or replace it, or register another with "
+                           f"`memori model add{' --embedding' if role == 'embedding' else ''} "
+                           "PATH.gguf`"})  # fmt: skip
+            continue
+        arch = f", {info.architecture}" if info.architecture else ""
+        checks.append({"check": name, "status": "ok",
+                       "detail": f"{spec} (GGUF v{info.version}{arch}, {info.tensors} tensors, "
+                       f"{info.size / 1e6:.1f} MB)"})  # fmt: skip
+    return checks
 
 
 def _queue_check(mem: Memori) -> dict[str, Any]:

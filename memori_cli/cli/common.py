@@ -8,7 +8,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -30,6 +30,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: Given to every Typer app: ``-h`` is ``--help`` everywhere, as people expect of a CLI.
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+#: Help texts are Markdown: a docstring's hard-wrapped lines flow into paragraphs at any
+#: width (in Rich mode Typer keeps every line break, so lines wrap twice).
+MARKUP: Literal["markdown"] = "markdown"
 
 
 class State:
@@ -61,6 +64,50 @@ def state(ctx: typer.Context) -> State:
     if not isinstance(ctx.obj, State):
         ctx.obj = State()
     return ctx.obj
+
+
+def entity_note(mem: Memori, entity: str | None, *, quiet: bool = False) -> str:
+    """The entity a command works on; when ``--entity`` was not given and the store holds
+    several, say on stderr which one was used (not with ``quiet``, e.g. under ``--json``,
+    whose rows name their entity)."""
+    used = entity or mem.current.entity_id
+    if entity is None and not quiet:
+        try:
+            count = mem.entity_count()
+        except (MemoriError, DatabaseError):
+            count = 0
+        if count > 1:
+            err.print(
+                f"(entity: {escape(used)} — the store holds {count} entities; --entity picks "
+                "one, `memori entities` lists them)",
+                highlight=False,
+            )
+    return used
+
+
+#: Below this many columns tables go compact: secondary columns are cut with an ellipsis
+#: (or left out) so the content column keeps room to be read.
+NARROW = 80
+
+
+def narrow() -> bool:
+    """Whether stdout is narrower than :data:`NARROW` columns."""
+    return out.width < NARROW
+
+
+def side_width(preferred: int) -> int:
+    """The width of a secondary column (who, about, session): ``preferred``, but at most
+    about a sixth of a narrow terminal, never under 8."""
+    return preferred if not narrow() else max(8, min(preferred, out.width // 6))
+
+
+def print_unwrapped(renderable: Any) -> None:
+    """Print ``renderable`` to stdout; off a terminal (piped, redirected) at no width limit,
+    so no line is cropped to a width nobody sees."""
+    if out.is_terminal:
+        out.print(renderable)
+    else:  # Console.print caps a width at the console's own: a console without the cap
+        Console(soft_wrap=True, width=1_000_000).print(renderable)
 
 
 def handle_errors(func: F) -> F:

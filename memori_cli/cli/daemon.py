@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import time
-import warnings
 from collections import deque
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,10 +18,11 @@ from memori_daemon.worker import AlreadyRunning
 from .. import paths
 from ..errors import MemoriError
 from ..store import jobs
-from .common import CONTEXT_SETTINGS, MAX_ID, err, handle_errors, out, print_json, state
+from .common import CONTEXT_SETTINGS, MARKUP, MAX_ID, err, handle_errors, out, print_json, state
 
 daemon_app = typer.Typer(
     context_settings=CONTEXT_SETTINGS,
+    rich_markup_mode=MARKUP,
     help="The background process that augments new messages as they arrive.",
     no_args_is_help=True,
 )
@@ -63,34 +61,78 @@ def start_command(
         return
     log = memori_daemon.log_path(db)
     log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(log, "ab") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "memori_daemon", "--db", str(db)],
-            stdin=subprocess.DEVNULL,
-            stdout=handle,
-            stderr=handle,
-            start_new_session=True,
-        )
-    # It runs on after this command exits: no ResourceWarning about an unreaped child.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        _await_start(process, db, log, wait)
+    pid = _spawn([sys.executable, "-m", "memori_daemon", "--db", str(db)], log)
+    _await_start(pid, db, log, wait)
 
 
-def _await_start(process: subprocess.Popen[bytes], db: Path, log: Path, wait: float) -> None:
+def _spawn(argv: list[str], log: Path) -> int:
+    """Start ``argv`` detached (a session of its own, stdin from /dev/null, output appended
+    to ``log``) and return its pid.
+
+    Not through :class:`subprocess.Popen`: the daemon outlives this command, and a Popen
+    object finalised while its child still runs makes Python warn "subprocess N is still
+    running" (a ResourceWarning). With a bare pid nothing is left to finalise; a daemon that
+    exits while we wait is reaped in :func:`_await_start`, one that runs on is adopted by
+    init when this command exits.
+    """
+    return os.posix_spawn(
+        argv[0],
+        argv,
+        dict(os.environ),
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ],
+        setsid=True,
+    )
+
+
+def _exit_status(pid: int, timeout: float = 0.0) -> int | None:
+    """The exit status of our child ``pid`` once it has exited (reaping it), else None."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # already reaped
+            return -1
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.time() >= deadline:
+            return None
+        time.sleep(0.05)
+
+
+def _last_line(log: Path) -> str:
+    """The last line the daemon wrote to its log (what it said as it stopped), or ''."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")
+
+
+def _await_start(pid: int, db: Path, log: Path, wait: float) -> None:
     deadline = time.time() + wait
     while time.time() < deadline:
         current = memori_daemon.status(db)
         if current.running and current.heartbeat is not None:
-            if current.pid == process.pid:
-                err.print(f"Started the daemon (pid {process.pid}); logs in {log}.")
+            if current.pid == pid:
+                err.print(f"Started the daemon (pid {pid}); logs in {log}.")
             else:  # another start won the race: ours finds the lock taken and exits
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(max(deadline - time.time(), 1.0))
+                _exit_status(pid, max(deadline - time.time(), 1.0))
                 err.print(f"The daemon is already running (pid {current.pid}).")
             return
-        if process.poll() is not None and not current.running:
-            raise MemoriError(f"the daemon exited at once (status {process.returncode}); see {log}")
+        if not current.running:
+            code = _exit_status(pid)
+            if code is not None:
+                said = _last_line(log)
+                raise MemoriError(
+                    f"the daemon exited at once (status {code}){': ' + said if said else ''}; "
+                    f"see {log}"
+                )
         time.sleep(0.05)
     raise MemoriError(f"the daemon did not report within {wait:g} s; see {log}")
 
@@ -129,13 +171,19 @@ def status_command(
     beat = current.heartbeat or {}
     mem = state(ctx).memori()
     now = time.time()
+    extractor = beat.get("extractor")
+    if not extractor:
+        try:
+            extractor = mem.extractor().name
+        except MemoriError as exc:  # a damaged model file: say so, the rest still shows
+            extractor = f"unusable: {exc}"
     data: dict[str, Any] = {
         "running": current.running,
         "pid": current.pid,
         "store": str(db),
         "uptime_s": round(now - beat["started"], 1) if "started" in beat else None,
         "heartbeat_age_s": round(now - beat["heartbeat"], 1) if "heartbeat" in beat else None,
-        "extractor": beat.get("extractor") or mem.extractor().name,
+        "extractor": extractor,
         "jobs_done_since_start": beat.get("jobs_done"),
         "queue": jobs.depth(mem.store),
         "log": str(memori_daemon.log_path(db)),

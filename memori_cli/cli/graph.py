@@ -14,12 +14,25 @@ from rich.table import Table
 from rich.tree import Tree
 
 from ..graph import FORMATS, Graph, GraphError
-from .common import CONTEXT_SETTINGS, err, escape, handle_errors, out, print_json, state, visible
+from .common import (
+    CONTEXT_SETTINGS,
+    MARKUP,
+    entity_note,
+    err,
+    escape,
+    handle_errors,
+    out,
+    print_json,
+    print_unwrapped,
+    state,
+    visible,
+)
 from .recalling import _iso
 
 graph_app = typer.Typer(
     help="The knowledge graph: show, stats, search, merge, forget, export.",
     context_settings=CONTEXT_SETTINGS,
+    rich_markup_mode=MARKUP,
 )
 EntityOption = Annotated[str | None, typer.Option(help="Whose graph (default: current).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print as JSON.")]
@@ -42,7 +55,8 @@ def show_command(
 ) -> None:
     """Show the entity's graph as a tree: the most connected nodes first, their edges grouped
     by predicate with counts and dates (or one node's neighbourhood with --node)."""
-    graph = state(ctx).memori().graph
+    mem = state(ctx).memori()
+    graph = mem.graph
     when = _iso(as_of, "--as-of")
     if node is not None:
         centre, edges = graph.neighbourhood(
@@ -54,13 +68,14 @@ def show_command(
         edges = graph.edges(entity_id=entity, as_of=when, history=history)
         connected = [n for n in nodes if n["degree"] or history]
         roots, more = connected[:limit], max(0, len(connected) - limit)
+    entity_note(mem, entity, quiet=json_output)
     if json_output:
         print_json({"nodes": roots, "edges": edges})
         return
     if not roots:
         err.print("The graph is empty (edges come from augmentation or `memori graph import`).")
         return
-    out.print(_tree(roots, edges, depth if node is not None else 1, more))
+    print_unwrapped(_tree(roots, edges, depth if node is not None else 1, more))
 
 
 def _tree(roots: list[dict[str, Any]], edges: list[dict[str, Any]], depth: int, more: int) -> Tree:
@@ -136,11 +151,13 @@ def search_command(
     json_output: JsonOption = False,
 ) -> None:
     """Find nodes by name or alias."""
-    found = state(ctx).memori().graph.search(text, entity_id=entity)
+    mem = state(ctx).memori()
+    found = mem.graph.search(text, entity_id=entity)
+    used = entity_note(mem, entity, quiet=json_output)
     if json_output:
         print_json(found)
     elif not found:
-        err.print(f"No node matches {escape(text)!r}.")
+        err.print(f"No node of entity {escape(used)!r} matches {escape(text)!r}.")
     else:
         table = Table()
         for column in ("id", "name", "type", "edges", "aliases"):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-from ..importers import FORMATS
+from ..importers import FORMATS, MAX_UNZIPPED_MB
 from .common import err, escape, handle_errors, print_json, show_progress, state
 
 
@@ -31,6 +32,14 @@ def import_command(
     session: Annotated[
         str | None, typer.Option(help="Session for records whose file sets none.")
     ] = None,
+    max_unzipped_mb: Annotated[
+        int,
+        typer.Option(
+            "--max-unzipped-mb",
+            min=1,
+            help="Most megabytes to inflate from a zip archive (half of it from one member).",
+        ),
+    ] = MAX_UNZIPPED_MB,
     wait: Annotated[
         bool,
         typer.Option("--wait", help="Then augment (extract memories, embed) before returning."),
@@ -46,6 +55,10 @@ def import_command(
     if format is not None and format not in FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
     mem = state(ctx).memori(create=True)
+    run = functools.partial(
+        mem.import_file, path, format=format, entity_id=entity, process_id=process,
+        session_id=session, max_unzipped_mb=max_unzipped_mb,
+    )  # fmt: skip
     if show_progress(json_output):
         with Progress(
             "[progress.description]{task.description}",
@@ -56,18 +69,9 @@ def import_command(
             transient=True,
         ) as bar:
             task = bar.add_task(f"Importing {path.name}", total=None)
-            report = mem.import_file(
-                path,
-                format=format,
-                entity_id=entity,
-                process_id=process,
-                session_id=session,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
+            report = run(progress=lambda done, total: bar.update(task, completed=done, total=total))
     else:
-        report = mem.import_file(
-            path, format=format, entity_id=entity, process_id=process, session_id=session
-        )
+        report = run()
     if wait:
         from .models import describe, run_augment
 

@@ -10,7 +10,20 @@ from rich.table import Table
 from ..augment.extract import KINDS
 from ..errors import MemoriError
 from ..memori import Memori
-from .common import CONTEXT_SETTINGS, MAX_ID, err, escape, handle_errors, out, print_json, state
+from .common import (
+    CONTEXT_SETTINGS,
+    MARKUP,
+    MAX_ID,
+    entity_note,
+    err,
+    escape,
+    handle_errors,
+    narrow,
+    out,
+    print_json,
+    side_width,
+    state,
+)
 from .recalling import _iso
 
 memories_app = typer.Typer(
@@ -18,11 +31,13 @@ memories_app = typer.Typer(
     "command, list the current entity's memories.",
     invoke_without_command=True,
     context_settings=CONTEXT_SETTINGS,
+    rich_markup_mode=MARKUP,
 )
 jobs_app = typer.Typer(
     help="The augmentation queue: pending and failed jobs.",
     invoke_without_command=True,
     context_settings=CONTEXT_SETTINGS,
+    rich_markup_mode=MARKUP,
 )
 
 
@@ -35,20 +50,22 @@ def _kind(value: str | None) -> str | None:
 def memories_table(rows: list[dict[str, Any]], *, history: bool) -> Table:
     """Memories as a table; superseded ones dimmed."""
     table = Table(expand=True)
-    for name in ("id", "kind", "content", "about", "seen", "since"):
-        table.add_column(name, overflow="fold", ratio=1 if name == "content" else None)
+    compact = narrow()  # a narrow terminal: the content keeps the room, "seen" goes
+    table.add_column("id", overflow="fold")
+    table.add_column("kind", no_wrap=True, overflow="ellipsis", max_width=5 if compact else None)
+    table.add_column("content", overflow="fold", ratio=1, min_width=16)
+    table.add_column("about", no_wrap=True, overflow="ellipsis", max_width=side_width(20))
+    if not compact:
+        table.add_column("seen", no_wrap=True)
+    table.add_column("since", no_wrap=True)
     if history:
-        table.add_column("until")
+        table.add_column("until", no_wrap=True)
     for row in rows:
         style = "dim" if row["valid_to"] else None
-        cells = [
-            str(row["id"]),
-            row["kind"],
-            escape(row["content"]),
-            escape(row["about"]),
-            f"{row['count']}x",
-            row["valid_from"][:10],
-        ]
+        cells = [str(row["id"]), row["kind"], escape(row["content"]), escape(row["about"])]
+        if not compact:
+            cells.append(f"{row['count']}x")
+        cells.append(row["valid_from"][:10])
         if history:
             cells.append((row["valid_to"] or "")[:10])
         table.add_row(*cells, style=style)
@@ -86,10 +103,15 @@ def list_command(
     rows = mem.memories(
         entity, kind=_kind(kind), as_of=_iso(as_of, "--as-of"), history=history, limit=limit
     )
+    used = entity_note(mem, entity, quiet=json_output)
     if json_output:
         print_json(rows)
     elif not rows:
-        err.print("No memories yet (they are extracted by `memori augment` or the daemon).")
+        err.print(
+            f"No memories of entity {escape(used)!r} yet (they are extracted by "
+            "`memori augment` or the daemon).",
+            highlight=False,
+        )
     else:
         out.print(memories_table(rows, history=history))
 
@@ -203,18 +225,22 @@ def jobs_command(
         err.print("No jobs waiting or failed.")
         return
     table = Table(expand=True)
-    for name in ("id", "entity", "status", "attempts", "messages", "updated", "error"):
-        table.add_column(name, overflow="fold", ratio=1 if name == "error" else None)
+    compact = narrow()  # a narrow terminal: the error keeps the room, the counts go
+    table.add_column("id", overflow="fold")
+    table.add_column("entity", no_wrap=True, overflow="ellipsis", max_width=side_width(20))
+    table.add_column("status", no_wrap=True)
+    if not compact:
+        table.add_column("attempts", no_wrap=True)
+        table.add_column("messages", no_wrap=True)
+    table.add_column("updated", no_wrap=True)
+    table.add_column("error", overflow="fold", ratio=1, min_width=12)
     for row in rows:
-        table.add_row(
-            str(row["id"]),
-            escape(row["entity"]),
-            row["status"],
-            str(row["attempts"]),
-            str(row["messages"]),
-            row["updated_at"][:19],
-            escape(row["error"] or ""),
-        )
+        cells = [str(row["id"]), escape(row["entity"]), row["status"]]
+        if not compact:
+            cells += [str(row["attempts"]), str(row["messages"])]
+        updated = row["updated_at"][:19]
+        cells += [updated[5:16] if compact else updated, escape(row["error"] or "")]
+        table.add_row(*cells)
     out.print(table)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from .. import config
+from .. import config, gguf_file
 from ..augment.pipeline import AugmentReport
 from ..embed import MINILM, EmbeddingUnavailable, minilm_folder
 from ..embed import pull as pull_module
@@ -17,6 +17,7 @@ from ..memori import Memori
 from ..store import jobs, vectors
 from .common import (
     CONTEXT_SETTINGS,
+    MARKUP,
     err,
     escape,
     handle_errors,
@@ -30,6 +31,7 @@ model_app = typer.Typer(
     help="The local models memori uses.",
     no_args_is_help=True,
     context_settings=CONTEXT_SETTINGS,
+    rich_markup_mode=MARKUP,
 )
 
 
@@ -130,9 +132,7 @@ def add_command(
     path = path.expanduser().resolve()
     if not path.is_file():
         raise MemoriError(f"{path}: no such file")
-    with open(path, "rb") as handle:
-        if handle.read(4) != b"GGUF":
-            raise MemoriError(f"{path}: not a GGUF model file (it does not start with 'GGUF')")
+    gguf_file.check(path)  # magic, version, header and length: refuse a damaged file now
     role = "embedding" if embedding else "chat"
     written = config.set_model(role, str(path))
     err.print(f"Registered {path.name} as the {role} model in {written}.", highlight=False)
@@ -156,15 +156,21 @@ def list_command(
     except EmbeddingUnavailable as exc:
         status = f"missing: {exc}"
     chat = mem.config.chat_model
+    extractor: str | None = None
     if chat == "none":
         chat_status = "none: the rule extractor is used (`memori model add PATH.gguf` to set one)"
+        extractor = mem.extractor().name
     else:
-        chat_status = "available" if Path(chat).is_file() else "missing: no such file"
+        try:
+            extractor = mem.extractor().name
+            chat_status = "available"
+        except MemoriError as exc:
+            chat_status = f"{'missing' if not Path(chat).exists() else 'unusable'}: {exc}"
     built = vectors.index_model(mem.store)
     data = {
         "chat_model": chat,
         "chat_status": chat_status,
-        "extractor": mem.extractor().name if not chat_status.startswith("missing") else None,
+        "extractor": extractor,
         "embedding_model": spec,
         "status": status,
         "minilm_files": str(minilm_folder() or ""),

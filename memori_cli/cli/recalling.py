@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ..recall import RecallHit
-from .common import err, escape, handle_errors, out, print_json, state
+from .common import entity_note, err, escape, handle_errors, out, print_json, side_width, state
 
 
 @handle_errors
@@ -58,11 +58,12 @@ def recall_command(
         as_of=_iso(as_of, "--as-of"),
         memories=not messages_only,
     )
+    used = entity_note(mem, entity, quiet=json_output)
     if json_output:
         print_json([hit.to_dict() for hit in hits])
         return
     if not hits:
-        err.print(f"Nothing recalled for entity {escape(entity or mem.current.entity_id)!r}.")
+        err.print(f"Nothing recalled for entity {escape(used)!r}.")
         return
     out.print(hits_table(hits))
     if explain:
@@ -75,9 +76,10 @@ def hits_table(hits: list[RecallHit]) -> Table:
     """Recall hits as a table: score, content, who said it when, session and sources."""
     table = Table(show_lines=False, expand=True)
     table.add_column("score", no_wrap=True, justify="right")
-    table.add_column("content", ratio=1, overflow="fold")
-    table.add_column("said by, on", max_width=18, overflow="fold")
-    table.add_column("session / source", max_width=20, overflow="fold")
+    table.add_column("content", ratio=1, min_width=20, overflow="fold")
+    # Secondary columns give way to the content on a narrow terminal: cut, not folded.
+    table.add_column("said by, on", max_width=side_width(18), overflow="ellipsis")
+    table.add_column("session / source", max_width=side_width(20), overflow="ellipsis")
     for hit in hits:
         table.add_row(
             f"{hit.score:.2f}",

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import gguf_file
+from ..errors import ModelFileError
 from . import EmbeddingUnavailable
 
 # llama.cpp aborts the whole process (no Python exception) when a batch exceeds the context,
@@ -31,10 +33,19 @@ class GGUFEmbedder:
             ) from exc
         if not path.is_file():
             raise EmbeddingUnavailable(f"embedding model not found: {path}")
-        self._llama: Any = Llama(
-            model_path=str(path), embedding=True, n_ctx=_CONTEXT, n_batch=_CONTEXT,
-            n_ubatch=_CONTEXT, pooling_type=1, verbose=False,  # 1 = mean pooling
-        )  # fmt: skip
+        try:
+            gguf_file.check(path)  # a clear message, not llama.cpp's failure
+        except ModelFileError as exc:
+            raise EmbeddingUnavailable(f"embedding model unusable: {exc}") from None
+        try:
+            self._llama: Any = Llama(
+                model_path=str(path), embedding=True, n_ctx=_CONTEXT, n_batch=_CONTEXT,
+                n_ubatch=_CONTEXT, pooling_type=1, verbose=False,  # 1 = mean pooling
+            )  # fmt: skip
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise EmbeddingUnavailable(
+                f"embedding model unusable: llama.cpp cannot load {path}: {exc}"
+            ) from exc
         self.dim = int(self._llama.n_embd())
         with open(path, "rb") as handle:
             digest = hashlib.sha256(handle.read(1 << 20)).hexdigest()[:12]

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import queue
 import threading
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -24,7 +26,14 @@ from .formats import CONVERTERS, FORMATS, RecordError, sniff
 from .normalize import Defaults, Occurrences, normalize
 from .reader import Item, iter_json_array, iter_jsonl, limit_reason
 
-__all__ = ["FORMATS", "Defaults", "ImportReport", "ProgressCallback", "import_file"]
+__all__ = [
+    "FORMATS",
+    "MAX_UNZIPPED_MB",
+    "Defaults",
+    "ImportReport",
+    "ProgressCallback",
+    "import_file",
+]
 
 BATCH_SIZE = 5000
 # Rejections kept in the report; the total is always counted.
@@ -56,19 +65,104 @@ class ImportReport:
         return dataclasses.asdict(self)
 
 
-class _Source:
-    """A file or the transcript inside a zip archive, re-openable from the start."""
+MAX_UNZIPPED_MB = 2048
+MAX_MEMBER_MB = MAX_UNZIPPED_MB // 2  # one member may use half the total cap
+_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 
-    def __init__(self, path: Path):
+
+class _CappedStream(io.RawIOBase):
+    """A zip member read through a byte budget, every failure a clean ImportFormatError.
+
+    A member's declared size can lie, so the bytes actually inflated are counted: a zip bomb
+    stops at the cap instead of filling memory. A bad CRC, broken deflate data or a truncated
+    archive surface as ``file.zip:member: reason`` rather than a traceback.
+    """
+
+    def __init__(self, inner: IO[bytes], where: str, cap: int):
+        self._inner = inner
+        self._where = where
+        self._cap = cap
+        self._read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._read
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer)
+        try:
+            data = self._inner.read(len(view))
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
+            raise ImportFormatError(f"{self._where}: {_zip_reason(exc)}") from None
+        self._read += len(data)
+        if self._read > self._cap:
+            raise ImportFormatError(
+                f"{self._where}: more than {_mb(self._cap)} uncompressed "
+                "(raise --max-unzipped-mb to import it)"
+            )
+        view[: len(data)] = data
+        return len(data)
+
+
+def _zip_reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if "CRC" in text:
+        return "corrupt member (bad CRC-32)"
+    if isinstance(exc, zlib.error):
+        return f"corrupt compressed data ({text})"
+    return text
+
+
+class _Source:
+    """A file or the transcript inside a zip archive, re-openable from the start.
+
+    ``max_unzipped`` caps the uncompressed bytes read from an archive (declared sizes of its
+    transcript members together, and bytes actually inflated); ``max_member`` caps one member.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_unzipped: int = MAX_UNZIPPED_MB << 20,
+        max_member: int = MAX_MEMBER_MB << 20,
+    ):
         self.path = path
         self.member: str | None = None
+        self._cap = min(max_unzipped, max_member)
         if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                names = [n for n in archive.namelist() if n.endswith((".json", ".jsonl"))]
-            preferred = [n for n in names if Path(n).name == "conversations.json"]
-            if not (preferred or names):
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    infos = [
+                        i for i in archive.infolist() if i.filename.endswith((".json", ".jsonl"))
+                    ]
+            except (zipfile.BadZipFile, OSError, ValueError) as exc:
+                raise ImportFormatError(f"{path}: not a readable zip archive ({exc})") from None
+            preferred = [i for i in infos if Path(i.filename).name == "conversations.json"]
+            if not (preferred or infos):
                 raise ImportFormatError(f"{path}: the zip archive holds no .json or .jsonl file")
-            self.member = (preferred or names)[0]
+            info = (preferred or infos)[0]
+            self.member = info.filename
+            where = f"{path}:{info.filename}"
+            if info.flag_bits & 0x1:
+                raise ImportFormatError(f"{where}: encrypted members are not supported")
+            if info.compress_type not in _ZIP_METHODS:
+                raise ImportFormatError(
+                    f"{where}: unsupported compression method {info.compress_type} "
+                    "(re-zip it with deflate)"
+                )
+            if info.file_size > max_member:
+                raise ImportFormatError(
+                    f"{where}: {info.file_size:,} bytes uncompressed; at most "
+                    f"{_mb(max_member)} per member (raise --max-unzipped-mb to import it)"
+                )
+            if sum(i.file_size for i in infos) > max_unzipped:
+                raise ImportFormatError(
+                    f"{path}: its transcripts are more than {_mb(max_unzipped)} uncompressed "
+                    "(raise --max-unzipped-mb to import them)"
+                )
 
     @contextlib.contextmanager
     def open(self) -> Iterator[tuple[IO[bytes], int]]:
@@ -76,8 +170,21 @@ class _Source:
             with open(self.path, "rb") as stream:
                 yield stream, self.path.stat().st_size
         else:
-            with zipfile.ZipFile(self.path) as archive, archive.open(self.member) as stream:
-                yield stream, archive.getinfo(self.member).file_size
+            where = f"{self.path}:{self.member}"
+            with contextlib.ExitStack() as stack:
+                try:
+                    archive = stack.enter_context(zipfile.ZipFile(self.path))
+                    inner = stack.enter_context(archive.open(self.member))
+                except (
+                    zipfile.BadZipFile,
+                    zlib.error,
+                    OSError,
+                    NotImplementedError,
+                    RuntimeError,
+                ) as exc:
+                    raise ImportFormatError(f"{where}: {_zip_reason(exc)}") from None
+                capped = io.BufferedReader(_CappedStream(inner, where, self._cap))
+                yield capped, archive.getinfo(self.member).file_size  # type: ignore[misc]
 
     def container(self) -> str:
         """``array`` for a JSON document (array or single object), else ``jsonl``."""
@@ -140,10 +247,21 @@ class _Writer:
             raise self._error
 
 
-def detect_format(path: str | Path) -> str:
+def detect_format(path: str | Path, *, max_unzipped_mb: int = MAX_UNZIPPED_MB) -> str:
     """The format of the transcript file at ``path``; raises ImportFormatError if unknown."""
-    source = _Source(Path(path))
+    source = _Source(Path(path), **_caps(max_unzipped_mb))
     return _detect(source, source.container())
+
+
+def _caps(max_unzipped_mb: int) -> dict[str, int]:
+    if max_unzipped_mb <= 0:
+        raise ImportFormatError("max_unzipped_mb must be a positive number of megabytes")
+    total = max_unzipped_mb << 20
+    return {"max_unzipped": total, "max_member": total // 2}
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1 << 20):,.4g} MB"
 
 
 def _detect(source: _Source, container: str) -> str:
@@ -172,19 +290,23 @@ def import_file(
     format: str | None = None,
     progress: ProgressCallback | None = None,
     batch_size: int = BATCH_SIZE,
+    max_unzipped_mb: int = MAX_UNZIPPED_MB,
 ) -> ImportReport:
     """Import the transcript at ``path`` into ``store``.
 
     Bad records are reported in the returned :class:`ImportReport` and every valid one is
     stored; importing the same file again adds nothing. ``progress(done, total)`` is called
-    with bytes read as the import advances.
+    with bytes read as the import advances. From a zip archive at most ``max_unzipped_mb``
+    megabytes are inflated in all, and at most half of that from one member;
+    a member past the caps, encrypted, corrupt or compressed with an unsupported method raises
+    ImportFormatError naming ``file.zip:member`` (records stored before it stay stored).
     """
     path = Path(path)
     if not path.is_file():
         raise ImportFormatError(f"{path}: no such file")
     if format is not None and format not in CONVERTERS:
         raise ImportFormatError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    source = _Source(path)
+    source = _Source(path, **_caps(max_unzipped_mb))
     container = source.container()
     fmt = format or _detect(source, container)
     convert = CONVERTERS[fmt]

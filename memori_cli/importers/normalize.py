@@ -9,7 +9,7 @@ from typing import Any
 
 from ..attribution import validate_id
 from ..errors import InvalidIdError
-from ..redact import redact
+from ..redact import redact, redact_id
 from ..store import ROLES, NewMessage
 from .formats import RawMessage, RecordError
 
@@ -84,13 +84,17 @@ def _optional_id(raw: RawMessage, key: str, fallback: str | None) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     try:
-        return validate_id(value, f"field '{key}'")
+        return redact_id(validate_id(value, f"field '{key}'"))
     except InvalidIdError as exc:
         raise RecordError(str(exc)) from None
 
 
 def normalize(raw: RawMessage, defaults: Defaults) -> NewMessage | None:
     """A validated, redacted message, or None for one with no text (e.g. a bare tool call).
+
+    Every text field from the record is redacted: content and name as text; session, entity,
+    process and external id with :func:`~memori_cli.redact.redact_id`, which keeps two
+    secret-bearing ids apart and gives the same id the same text on every import.
 
     Raises :class:`RecordError` naming the field at fault. The content hash is filled in by
     the caller, which knows the message's place in its session.
@@ -114,7 +118,7 @@ def normalize(raw: RawMessage, defaults: Defaults) -> NewMessage | None:
     if name is not None:
         if not isinstance(name, str):
             raise RecordError(f"field 'name': expected text, got {type(name).__name__}")
-        name = _clean(" ".join(name.split()))[:MAX_NAME_CHARS] or None
+        name = redact(_clean(" ".join(name.split())))[:MAX_NAME_CHARS] or None
     external_id = raw.get("id")
     if external_id is not None and not (isinstance(external_id, (str, int)) and str(external_id)):
         raise RecordError(
@@ -128,7 +132,9 @@ def normalize(raw: RawMessage, defaults: Defaults) -> NewMessage | None:
         content=redact(_clean(content)),
         name=name,
         created_at=parse_timestamp(raw.get("timestamp")),
-        external_id=None if external_id is None else _clean(str(external_id))[:MAX_NAME_CHARS],
+        external_id=None
+        if external_id is None
+        else redact_id(_clean(str(external_id)))[:MAX_NAME_CHARS],
         content_hash="",
     )
 

@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,24 @@ class Store:
             raise
         conn.execute("COMMIT")
 
-    def checkpoint(self) -> None:
-        """Copy the WAL into the database file and truncate it."""
-        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    def checkpoint(self, *, attempts: int = 5, wait_ms: int = 200) -> bool:
+        """Copy the WAL into the database file and truncate it; True if that finished.
+
+        A reader elsewhere that holds an older snapshot keeps the checkpoint from completing
+        (``PRAGMA wal_checkpoint`` then reports busy, or fewer frames checkpointed than the log
+        holds). Each attempt waits at most ``wait_ms`` on the busy handler, not the usual busy
+        timeout, with a short pause between attempts; False if every attempt fell short.
+        """
+        conn = self.conn
+        conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
+        try:
+            for attempt in range(max(1, attempts)):
+                if attempt:
+                    time.sleep(wait_ms / 1000 * attempt)
+                busy, log, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                # (0, -1, -1): not in WAL mode, nothing to copy. (0, n, n): all of it copied.
+                if not busy and log == done:
+                    return True
+            return False
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {connect.BUSY_TIMEOUT_MS}")

@@ -92,6 +92,8 @@ class Matrices:
             self._maps.clear()
             return
         for path in (*self._files(entity_id), self._files(entity_id)[0].with_suffix(".lock")):
+            # A mapping kept open would keep the unlinked file's blocks (the vectors) alive.
+            self._maps.pop(path, None)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import ForgetWarning
 from .core import Store, dict_rows, now_iso
 
 ROLES = ("user", "assistant", "system", "tool")
@@ -160,11 +162,38 @@ def counts(store: Store) -> dict[str, int]:
     return out
 
 
+def list_entities(store: Store) -> list[dict[str, Any]]:
+    """Every entity with its message, current-memory and session counts and its last
+    activity (newest message time), most recently active first."""
+    rows = store.conn.execute(
+        """SELECT e.id,
+                  (SELECT count(*) FROM messages m WHERE m.entity_id = e.id),
+                  (SELECT count(*) FROM memories m WHERE m.entity_id = e.id
+                       AND m.valid_to IS NULL),
+                  (SELECT count(*) FROM sessions s WHERE s.entity_id = e.id),
+                  (SELECT max(m.created_at) FROM messages m WHERE m.entity_id = e.id),
+                  e.created_at
+           FROM entities e"""
+    ).fetchall()
+    keys = ("entity", "messages", "memories", "sessions", "last_activity", "created_at")
+    out = [dict(zip(keys, row, strict=True)) for row in rows]
+    out.sort(key=lambda r: r["entity"])
+    out.sort(key=lambda r: r["last_activity"] or r["created_at"] or "", reverse=True)
+    return out
+
+
+def entity_count(store: Store) -> int:
+    """How many entities the store holds."""
+    return int(store.conn.execute("SELECT count(*) FROM entities").fetchone()[0])
+
+
 def forget_entity(store: Store, entity_id: str) -> dict[str, int]:
     """Delete every row derived from ``entity_id`` (FTS entries included), then checkpoint.
 
     Returns how many rows of each kind went. The WAL is checkpointed and truncated afterwards,
-    and ``secure_delete`` is on, so the deleted text is gone from the database files.
+    and ``secure_delete`` is on, so the deleted text is gone from the database files. Where
+    another connection's read transaction keeps the checkpoint from finishing, a
+    :class:`~memori_cli.errors.ForgetWarning` says the text may remain in the WAL.
     """
     removed: dict[str, int] = {}
     with store.write() as conn:
@@ -176,7 +205,14 @@ def forget_entity(store: Store, entity_id: str) -> dict[str, int]:
             removed[table] = cursor.rowcount
     if store.matrices is not None:
         store.matrices.drop(entity_id)
-    store.checkpoint()
+    if not store.checkpoint():
+        warnings.warn(
+            f"forgot entity {entity_id!r}, but another connection holds a read transaction on "
+            f"{store.describe()}, so the deleted text may remain in its write-ahead log "
+            "(-wal file) until that connection closes; forget the entity again then",
+            ForgetWarning,
+            stacklevel=3,
+        )
     return removed
 
 

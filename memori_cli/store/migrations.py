@@ -298,3 +298,20 @@ def m006_rejections(db: Database) -> None:
         CREATE INDEX rejections_entity ON rejections (entity_id);
         """
     )
+
+
+@migrations(name="m007_current_indexes")
+def m007_current_indexes(db: Database) -> None:
+    # Augmentation looks up the *current* row of a slot (supersede) and the current edges of a
+    # subject and predicate (merge, close a functional edge) on every job. The older indexes
+    # stop at (entity, about, slot) and at subject_id, so those lookups walked the whole
+    # history of the slot or the subject: a job slowed as the entity's history grew (99 -> 13
+    # jobs/s over 10,000 jobs). Partial indexes over current rows keep them one seek each.
+    db.executescript(
+        """
+        CREATE INDEX memories_slot_current ON memories (entity_id, about, slot, valid_from)
+            WHERE slot IS NOT NULL AND valid_to IS NULL;
+        CREATE INDEX triples_current ON triples (entity_id, subject_id, predicate, object_id)
+            WHERE valid_to IS NULL;
+        """
+    )
