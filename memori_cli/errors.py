@@ -7,6 +7,8 @@ catch one type. The tree::
     ├── InvalidIdError        an entity, process or session id that fails validation
     ├── StoreError            the store cannot be opened, migrated or written
     │   ├── NoStoreError      no store at the path, and the caller did not ask to create one
+    │   ├── ReadOnlyStoreError  a write to a store opened read-only (file or folder not writable)
+    │   ├── StoreFullError    a write failed because the disk (or quota) is full
     │   └── ExtensionError    the connection cannot load sqlite-vec
     ├── ImportFormatError     a transcript file whose format is unknown or unreadable as a whole
     └── ModelFileError        a model file that is missing or not a valid GGUF file
@@ -32,6 +34,16 @@ class StoreError(MemoriError):
 
 class NoStoreError(StoreError):
     """There is no store at the path given, and the caller asked not to create one."""
+
+
+class ReadOnlyStoreError(StoreError):
+    """A write was asked of a store that memori could open only read-only (its file or its
+    folder is not writable: permissions, a read-only mount). Reading works."""
+
+
+class StoreFullError(StoreError):
+    """A write failed because the disk (or the user's quota) is full; the transaction was
+    rolled back, so nothing was half-written."""
 
 
 class ExtensionError(StoreError):

@@ -7,12 +7,15 @@ import contextlib
 import contextvars
 import functools
 import os
+import shutil
 import socket
+import sys
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -167,7 +170,7 @@ class Memori:
 
     def import_file(
         self,
-        path: str | Path,
+        path: str | Path | BinaryIO,
         *,
         format: str | None = None,
         entity_id: str | None = None,
@@ -178,9 +181,27 @@ class Memori:
     ) -> importers.ImportReport:
         """Import a transcript file; the ids given apply where the file sets none.
 
-        ``max_unzipped_mb`` caps what is inflated from a zip archive (see
-        :func:`memori_cli.importers.import_file`).
+        ``path`` may also be ``"-"`` (standard input) or a binary stream opened for reading:
+        its bytes are copied to a private temporary file first (the format is detected from
+        the start of it, and a zip archive needs to be seekable), which is deleted afterwards.
+        Records from a stream land in session ``import:stdin`` unless ``session_id`` or the
+        records say otherwise. ``max_unzipped_mb`` caps what is inflated from a zip archive
+        (see :func:`memori_cli.importers.import_file`).
         """
+        if not isinstance(path, (str, os.PathLike)) or str(path) == "-":
+            stream: BinaryIO = sys.stdin.buffer if isinstance(path, (str, os.PathLike)) else path
+            with _spooled(stream) as spooled:
+                report = self.import_file(
+                    spooled,
+                    format=format,
+                    entity_id=entity_id,
+                    process_id=process_id,
+                    session_id="import:stdin" if session_id is None else session_id,
+                    progress=progress,
+                    max_unzipped_mb=max_unzipped_mb,
+                )
+            report.path = "-"
+            return report
         current = self.current
         defaults = Defaults(
             entity=current.entity_id if entity_id is None else validate_id(entity_id, "entity_id"),
@@ -249,11 +270,19 @@ class Memori:
         triples, summaries, message vectors), then any message or memory still without a
         vector. Safe to interrupt and to run beside the daemon.
 
+        Without an embedding model (``none``, or a configured one that is missing) the jobs
+        still run and a warning says, once, that vectors are left for later: that is no error.
+
         Jobs leased to a worker on this host that died (killed with -9) are taken back first,
         as the daemon does when it starts, rather than waiting for their lease to run out."""
         jobs.reclaim_dead(self.store, socket.gethostname())
         report = self.pipeline().drain(progress=progress)
-        embedder = self.embedder()
+        try:
+            embedder = self.embedder()
+        except embed.EmbeddingUnavailable:
+            # No embedding model: pipeline() said so once (a RecallWarning); memories are
+            # extracted, recall stays lexical, vectors come once a model is available.
+            return report
         if embedder is None:
             return report
         stale = self._stale(embedder)
@@ -485,3 +514,17 @@ class Memori:
         if "llm" in self.__dict__:
             self.llm.writer.close()
         self.store.close()
+
+
+@contextlib.contextmanager
+def _spooled(stream: BinaryIO) -> Iterator[Path]:
+    """``stream``'s bytes in a private (0600) temporary file, deleted on exit."""
+    fd, name = tempfile.mkstemp(prefix="memori-import-", suffix=".tmp")
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(stream, out, 1 << 20)
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

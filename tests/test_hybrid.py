@@ -215,8 +215,11 @@ def test_without_an_embedding_model_recall_is_lexical_and_says_so_once(
         assert [str(w.message) for w in caught if w.category is RecallWarning] == [
             embed.HOW_TO_GET_MINILM
         ]
-        with pytest.raises(embed.EmbeddingUnavailable, match="memori model pull"):
-            mem.augment()
+        # augment is no error without a model: the jobs run, vectors are left for later
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert mem.augment().embedded == 0
+        assert caught == []  # recall already said it (once per Memori)
     finally:
         embed.load.cache_clear()
 

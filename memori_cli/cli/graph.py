@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -209,15 +212,30 @@ def export_command(
     format: Annotated[
         str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS + PICTURES)}.")
     ] = "json",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here (a new file).")
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace an existing --output (a symlink itself, never the file it points to).",
+        ),
+    ] = False,
     entity: EntityOption = None,
 ) -> None:
     """Export the current graph: json, dot, mermaid, graphml, mcp (the MCP memory server's
-    JSONL), or with Graphviz installed a png or svg picture."""
+    JSONL), or with Graphviz installed a png or svg picture.
+
+    With --output the file is written whole or not at all (a temporary file beside it,
+    readable by you only, renamed into place). An existing file or symlink is left alone
+    unless --force is given; --force replaces a symlink itself, never what it points to."""
     if format not in FORMATS + PICTURES:
         raise typer.BadParameter(
             f"{format!r}; choose one of {', '.join(FORMATS + PICTURES)}", param_hint="--format"
         )
+    if output is not None:
+        _check_target(output, force=force)  # before any work: fail fast, touch nothing
     graph = state(ctx).memori().graph
     if format in PICTURES:
         dot = shutil.which("dot")
@@ -241,8 +259,62 @@ def export_command(
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
     else:
-        output.write_bytes(data)
+        _write_file(output, data, force=force)
         err.print(f"Wrote {escape(str(output))} ({len(data):,} bytes).")
+
+
+def _exists_message(path: Path) -> str:
+    kind = "a symlink" if path.is_symlink() else "a file"
+    return f"{path} exists ({kind}): pass --force to replace it, or choose another --output"
+
+
+def _check_target(path: Path, *, force: bool) -> None:
+    """Refuse an --output that exists (file or symlink, dangling too) unless ``force``, a
+    directory always, and with ``force`` anything but a file or a link to one (so
+    ``-o /dev/stdout --force`` never replaces the system's link)."""
+    if path.is_dir() and not path.is_symlink():
+        raise GraphError(f"{path} is a directory: give a file name with --output")
+    if not os.path.lexists(path):
+        return
+    if not force:
+        raise GraphError(_exists_message(path))
+    if os.path.exists(path) and not os.path.isfile(path):  # what a link leads to, too
+        raise GraphError(
+            f"{path} is not a regular file (a device, pipe, socket or folder): --force only "
+            "replaces files and symlinks to files; leave out --output to write to stdout"
+        )
+
+
+def _write_file(path: Path, data: bytes, *, force: bool) -> None:
+    """Write ``data`` to ``path`` atomically, never through a symlink.
+
+    The bytes go to a temporary file in the same folder, created exclusively with mode 0600
+    (the graph is the user's personal memory, kept as private as the store), flushed to
+    disk, then published: with ``force`` by :func:`os.replace`, which renames over a file or
+    a symlink itself (the link's target is never opened); without, by a hard link, which
+    fails if anything appeared at ``path`` since the check, so nothing is ever clobbered.
+    """
+    _check_target(path, force=force)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if force:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise GraphError(_exists_message(path)) from None
+        except OSError:  # a file system without hard links: check, then rename
+            if os.path.lexists(path):
+                raise GraphError(_exists_message(path)) from None
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def _text_export(graph: Graph, format: str, entity: str | None) -> str:

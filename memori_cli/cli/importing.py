@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-from ..importers import FORMATS, MAX_UNZIPPED_MB
+from ..errors import MemoriError
+from ..importers import FORMATS, MAX_UNZIPPED_MB, partial_report
+from ..store.connect import DatabaseError
 from .common import err, escape, handle_errors, print_json, show_progress, state
+
+if TYPE_CHECKING:
+    from ..importers import ImportReport
 
 
 @handle_errors
@@ -59,19 +65,24 @@ def import_command(
         mem.import_file, path, format=format, entity_id=entity, process_id=process,
         session_id=session, max_unzipped_mb=max_unzipped_mb,
     )  # fmt: skip
-    if show_progress(json_output):
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            DownloadColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-        ) as bar:
-            task = bar.add_task(f"Importing {path.name}", total=None)
-            report = run(progress=lambda done, total: bar.update(task, completed=done, total=total))
-    else:
-        report = run()
+    try:
+        report = _run_import(run, path, json_output=json_output)
+    except (MemoriError, DatabaseError, OSError) as exc:
+        partial = partial_report(exc)
+        if partial is None:
+            raise  # nothing was stored: the error boundary says what went wrong
+        err.print(f"[red]Error:[/] {escape(str(exc))}", highlight=False)
+        if json_output:
+            print_json(partial.to_dict() | {"error": str(exc)})
+        if partial.imported:
+            err.print(
+                f"Imported {partial.imported} messages before the error; run the same import "
+                "again to finish: it skips what is stored.",
+                highlight=False,
+            )
+        else:
+            err.print("No new messages were stored before the error.", highlight=False)
+        raise typer.Exit(1) from None
     if wait:
         from .models import describe, run_augment
 
@@ -97,3 +108,19 @@ def import_command(
             err.print(describe(augmented), highlight=False)
     if report.rejected_total:
         raise typer.Exit(1)
+
+
+def _run_import(run: Callable[..., ImportReport], path: Path, *, json_output: bool) -> ImportReport:
+    """Run the import, with a progress bar for a person at a terminal."""
+    if not show_progress(json_output):
+        return run()
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"Importing {path.name}", total=None)
+        return run(progress=lambda done, total: bar.update(task, completed=done, total=total))

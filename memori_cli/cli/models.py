@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -35,9 +38,46 @@ model_app = typer.Typer(
 )
 
 
+class _OneLineHandler(logging.Handler):
+    """Shows a library warning or error as one ``level: message`` line on stderr, with the
+    exception's type and text in place of its traceback (the traceback is for a log)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            exc = record.exc_info[1] if record.exc_info else None
+            if exc is not None:
+                text += f": {type(exc).__name__}: {exc}"
+            err.print(f"{record.levelname.lower()}: {escape(text)}", highlight=False)
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def clean_log_lines() -> Iterator[None]:
+    """While a command runs library work, memori's WARNING+ records print as one line each.
+
+    Without a handler of its own, the logging module's last-resort handler would print the
+    pipeline's ``log.exception`` tracebacks to stderr. Records still propagate: a handler
+    the program configured (a log file, pytest's capture) gets them whole, traceback and all.
+    """
+    logger = logging.getLogger("memori")
+    handler = _OneLineHandler(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def run_augment(mem: Memori, *, rebuild: bool, json_output: bool) -> AugmentReport:
     """Run pending jobs and embed what has no vector (or everything again, with ``rebuild``),
-    with a progress bar for a person."""
+    with a progress bar for a person; a failed job is one line on stderr, no traceback."""
+    with clean_log_lines():
+        return _augment(mem, rebuild=rebuild, json_output=json_output)
+
+
+def _augment(mem: Memori, *, rebuild: bool, json_output: bool) -> AugmentReport:
     work = mem.reembed if rebuild else mem.augment
     if not show_progress(json_output):
         return work()

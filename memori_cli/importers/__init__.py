@@ -33,6 +33,7 @@ __all__ = [
     "ImportReport",
     "ProgressCallback",
     "import_file",
+    "partial_report",
 ]
 
 BATCH_SIZE = 5000
@@ -63,6 +64,19 @@ class ImportReport:
     def to_dict(self) -> dict[str, Any]:
         """The report as plain JSON-ready data."""
         return dataclasses.asdict(self)
+
+
+def partial_report(exc: BaseException) -> ImportReport | None:
+    """What an import that raised ``exc`` had done when it stopped, or None.
+
+    :func:`import_file` attaches its report (as ``exc.import_report``) to an error raised
+    once storing began, such as an :class:`~memori_cli.errors.ImportFormatError` from a zip
+    member that breaks part-way or a :class:`~memori_cli.errors.StoreError` from a refused
+    write: ``imported`` and ``duplicates`` count what was stored (or found stored) before the
+    failure, and those messages stay stored. Importing the same file again skips them.
+    """
+    report = getattr(exc, "import_report", None)
+    return report if isinstance(report, ImportReport) else None
 
 
 MAX_UNZIPPED_MB = 2048
@@ -300,6 +314,9 @@ def import_file(
     megabytes are inflated in all, and at most half of that from one member;
     a member past the caps, encrypted, corrupt or compressed with an unsupported method raises
     ImportFormatError naming ``file.zip:member`` (records stored before it stay stored).
+
+    An error raised once storing began (a broken member, a refused write) carries the report
+    of what was stored before it: :func:`partial_report` returns it.
     """
     path = Path(path)
     if not path.is_file():
@@ -312,9 +329,31 @@ def import_file(
     convert = CONVERTERS[fmt]
     defaults = defaults or Defaults(entity="default", session=f"import:{path.name}")
     report = ImportReport(path=str(path), format=fmt)
+    writer = _Writer(store, report)
+    try:
+        _store_records(source, container, convert, defaults, report, writer, progress, batch_size)
+    except BaseException as exc:
+        report.sessions = len(writer.sessions)
+        exc.import_report = report  # type: ignore[attr-defined]  # read by partial_report
+        raise
+    report.sessions = len(writer.sessions)
+    return report
+
+
+def _store_records(
+    source: _Source,
+    container: str,
+    convert: Callable[[Any], list[dict[str, Any]]],
+    defaults: Defaults,
+    report: ImportReport,
+    writer: _Writer,
+    progress: ProgressCallback | None,
+    batch_size: int,
+) -> None:
+    """Read, convert and normalise every record, handing batches to ``writer``; returns once
+    every batch is stored (or raises the first error, reading or storing)."""
     batch: list[NewMessage] = []
     occurrences = Occurrences()
-    writer = _Writer(store, report)
     try:
         with source.open() as (stream, total):
             for item in source.items(container, stream):
@@ -354,5 +393,3 @@ def import_file(
         writer.close()  # waits for every queued batch to be stored
     if progress is not None:
         progress(total, total)
-    report.sessions = len(writer.sessions)
-    return report

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlean
@@ -55,8 +56,41 @@ def connect_path(path: str) -> Any:
     return sqlean.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
 
 
-def configure(conn: Any) -> sqlite_utils.Database:
-    """Load sqlite-vec, set the pragmas memori relies on, and wrap ``conn`` for sqlite-utils."""
+def connect_read_only(path: str) -> Any:
+    """A new read-only sqlean connection to ``path`` (``mode=ro``): nothing is written to the
+    file, no migration runs, the journal mode is left as it is.
+
+    A WAL store in a folder memori cannot write (a read-only mount, a folder of another user)
+    cannot be opened ``mode=ro`` when its ``-shm`` file is missing: SQLite must create it.
+    Such a store is opened ``immutable=1`` instead, which reads the database file as it is
+    (anything still in a ``-wal`` file nobody can write is not seen).
+    """
+    uri = Path(path).absolute().as_uri()
+    conn = sqlean.connect(
+        f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False, timeout=30
+    )
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlean.dbapi2.OperationalError as exc:
+        if "unable to open" not in str(exc):
+            conn.close()
+            raise
+        conn.close()
+    return sqlean.connect(
+        f"{uri}?mode=ro&immutable=1",
+        uri=True,
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=30,
+    )
+
+
+def configure(conn: Any, *, read_only: bool = False) -> sqlite_utils.Database:
+    """Load sqlite-vec, set the pragmas memori relies on, and wrap ``conn`` for sqlite-utils.
+
+    ``read_only`` (a connection from :func:`connect_read_only`) leaves the journal mode alone:
+    switching to WAL writes the file."""
     load_vec(conn)
     conn.isolation_level = None  # explicit BEGIN IMMEDIATE / COMMIT, never implicit
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -64,7 +98,7 @@ def configure(conn: Any) -> sqlite_utils.Database:
     conn.execute("PRAGMA cache_size = -32768")  # 32 MB: bulk writes spill far less
     # Deleted rows are overwritten with zeros, so forgotten text leaves the file.
     conn.execute("PRAGMA secure_delete = ON")
-    if _enable_wal(conn) == "wal":
+    if not read_only and _enable_wal(conn) == "wal":
         # WAL + NORMAL survives application crashes; only an OS crash can lose the last commit.
         conn.execute("PRAGMA synchronous = NORMAL")
     return sqlite_utils.Database(conn)

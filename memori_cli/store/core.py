@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
-from ..errors import NoStoreError, StoreError
+from ..errors import NoStoreError, ReadOnlyStoreError, StoreError, StoreFullError
 from . import connect
 from .matrix import Matrices
 from .migrations import APPLICATION_ID, migrations
@@ -54,6 +55,78 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
+def writable(path: Path) -> bool:
+    """Whether memori can write the store at ``path``: the file, and the folder that holds
+    its ``-wal`` and ``-shm`` files (``os.access`` also says no on a read-only mount, even to
+    root). A missing file is writable if it can be created."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not os.access(folder, os.W_OK):
+        return False
+    return not path.exists() or os.access(path, os.W_OK)
+
+
+#: SQLite result codes (the primary code, the low byte of an extended one).
+SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26
+#: Below this much free space an I/O error opening or writing the store is taken for a full
+#: disk (SQLite reports a ``-shm`` file it cannot grow as a plain "disk I/O error").
+FULL_BELOW_BYTES = 1 << 20
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes (for this user) on the file system holding ``path``; None if unknown."""
+    try:
+        return shutil.disk_usage(path.parent if str(path.parent) else Path(".")).free
+    except OSError:
+        return None
+
+
+def disk_full(exc: BaseException, path: Path | None) -> bool:
+    """Whether ``exc`` (a driver error) comes from a full disk or quota."""
+    code = int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    text = str(exc)
+    if code == SQLITE_FULL or "disk is full" in text:
+        return True
+    if path is not None and "disk I/O error" in text:
+        free = free_bytes(path)
+        return free is not None and free < FULL_BELOW_BYTES
+    return False
+
+
+def full_message(path: Path | None, where: str, *, opening: bool = False) -> str:
+    """The error for a write (or, with ``opening``, an open) that failed on a full disk."""
+    free = free_bytes(path) if path is not None else None
+    size = 0
+    if path is not None:
+        with contextlib.suppress(OSError):
+            size = path.stat().st_size
+    shown_free = f" ({free / 1e6:.1f} MB free)" if free is not None else ""
+    need = f"up to {max(size, 1 << 20) / 1e6:.1f} MB (the store's size)" if size else "some"
+    if opening:
+        return (
+            f"the disk holding the store at {where} is full{shown_free}: SQLite cannot even "
+            "open the store, as it needs about 32 KB for its index file (-shm) beside it. "
+            "Nothing was changed. Free some space on that disk (to forget, up to "
+            f"{max(size, 1 << 20) / 1e6:.1f} MB, the store's size) and run the command again"
+        )
+    return (
+        f"the disk holding the store at {where} is full{shown_free}. memori needs free space "
+        "to write, even to delete: SQLite writes every changed page to the store's "
+        "write-ahead log (-wal file) and its index (-shm) before changing the store, and "
+        "forgetting also wipes the deleted rows in place. The change was rolled back: the "
+        f"store was not changed, nothing is half-deleted. Free {need} on that disk (other "
+        "files, not the store's own -wal/-shm files) and run the command again"
+    )
+
+
+def read_only_message(where: str) -> str:
+    """The error for a write to the read-only store at ``where``."""
+    return (
+        f"the store at {where} is read-only (the file or its folder is not writable, or the "
+        "disk is mounted read-only); reading it works, but this command writes. Make the file "
+        "and its folder writable, or copy the store somewhere writable (--db)"
+    )
+
+
 class Store:
     """A memori store.
 
@@ -61,6 +134,10 @@ class Store:
     the default store (``$MEMORI_HOME/memori.db`` or the platform's data folder). Each thread
     gets its own connection; the schema is migrated once, on first use. With ``create=False``
     a missing store file raises :class:`NoStoreError` instead of being created.
+
+    A store file at a path that memori cannot write (the file or its folder is not writable,
+    or the file system is mounted read-only) is opened read-only: reading works, nothing is
+    migrated or tightened, and a write raises :class:`ReadOnlyStoreError`.
     """
 
     def __init__(
@@ -79,9 +156,11 @@ class Store:
                 return connect.connect_path(str(db_path))
 
             self._factory: connect.ConnectionFactory = factory
+            self._by_path = True
         elif callable(conn):
             self.path = None
             self._factory = conn
+            self._by_path = False
         else:
             raise TypeError(
                 f"conn must be a path, a callable returning a connection, or None; "
@@ -92,6 +171,8 @@ class Store:
         self._migrate_lock = threading.Lock()
         self._migrated = False
         self._connections: list[Any] = []
+        #: Whether the store was opened read-only (known once a connection is open).
+        self.read_only = False
 
     # -- connections ---------------------------------------------------------------------
     @property
@@ -106,8 +187,9 @@ class Store:
     def _open(self) -> Any:
         if self.path is not None:
             self._prepare_file(self.path)
+        read_only = self._by_path and self.path is not None and not writable(self.path)
         try:
-            raw = self._factory()
+            raw = connect.connect_read_only(str(self.path)) if read_only else self._factory()
         except Exception as exc:
             raise StoreError(f"cannot open the store at {self.describe()}: {exc}") from exc
         try:
@@ -115,7 +197,17 @@ class Store:
         except BaseException:
             raw.close()
             raise
-        db = connect.configure(raw)
+        db = connect.configure(raw, read_only=read_only)
+        if read_only:
+            try:
+                self._check_read_only_schema(db)
+            except BaseException:
+                raw.close()
+                raise
+            self.read_only = True
+            self.matrices = None  # the matrix copies are files next to the store: not ours
+            self._connections.append(raw)
+            return raw
         if self.path is None:
             self.path = self._main_file(raw)
             self.matrices = Matrices(self.path) if self.path is not None else None
@@ -142,6 +234,22 @@ class Store:
         paths.ensure_private_dir(path.parent, tighten=path.parent == paths.data_dir())
         paths.ensure_private_file(path)
 
+    def _check_read_only_schema(self, db: Any) -> None:
+        """Raise :class:`ReadOnlyStoreError` if a read-only store lacks migrations this
+        version of memori needs (they cannot be applied without writing)."""
+        try:
+            pending = [m.name for m in migrations.pending(db)]
+        except connect.DatabaseError as exc:
+            raise StoreError(f"cannot read the store at {self.describe()}: {exc}") from exc
+        if pending:
+            raise ReadOnlyStoreError(
+                f"the store at {self.describe()} is read-only and was made by an older memori: "
+                f"it lacks {len(pending)} schema migration(s) this version needs "
+                f"({', '.join(pending[:3])}{', …' if len(pending) > 3 else ''}). Open it once "
+                "with write access (any memori command) to upgrade it, or read it with the "
+                "memori version that wrote it"
+            )
+
     def _check_identity(self, raw: Any) -> None:
         """Raise :class:`StoreError` unless ``raw`` is a memori store or an empty database.
 
@@ -166,6 +274,13 @@ class Store:
         except connect.DatabaseError as exc:
             if connect.is_transient(exc):
                 raise  # retried by the caller
+            if disk_full(exc, self.path):
+                raise StoreFullError(
+                    full_message(self.path, self.describe(), opening=True)
+                ) from exc
+            code = int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+            if code not in (0, SQLITE_NOTADB, SQLITE_CORRUPT):
+                raise StoreError(f"cannot read the store at {self.describe()}: {exc}") from exc
             raise StoreError(
                 f"{self.describe()} is not a memori store ({exc}); memori opens only its own "
                 "stores or a new, empty file"
@@ -225,16 +340,26 @@ class Store:
     # -- transactions --------------------------------------------------------------------
     @contextlib.contextmanager
     def write(self) -> Iterator[Any]:
-        """A write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error."""
+        """A write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error.
+
+        Raises :class:`ReadOnlyStoreError` on a store opened read-only.
+        """
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        if self.read_only:
+            raise ReadOnlyStoreError(read_only_message(self.describe()))
         try:
-            yield conn
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except connect.DatabaseError as exc:
+            if disk_full(exc, self.path):
+                raise StoreFullError(full_message(self.path, self.describe())) from exc
             raise
-        conn.execute("COMMIT")
 
     def checkpoint(self, *, attempts: int = 5, wait_ms: int = 200) -> bool:
         """Copy the WAL into the database file and truncate it; True if that finished.
