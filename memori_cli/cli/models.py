@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,10 +154,29 @@ def _run(ctx: typer.Context, *, rebuild: bool, json_output: bool) -> None:
 
 @model_app.command("pull")
 @handle_errors
-def pull_command() -> None:
-    """Download the default embedding model (all-MiniLM-L6-v2) into the data folder."""
-    folder = pull_module.pull(say=lambda text: err.print(text, highlight=False))
-    err.print(f"{MINILM} is in {folder}")
+def pull_command(
+    chat: Annotated[
+        bool,
+        typer.Option(
+            "--chat", help="Get the small local chat model SmolLM2-135M-Instruct (98 MB) instead."
+        ),
+    ] = False,
+) -> None:
+    """Download the default embedding model (all-MiniLM-L6-v2) into the data folder, or with
+    --chat a small local chat model."""
+    say = functools.partial(err.print, highlight=False)
+    if not chat:
+        folder = pull_module.pull(say=say)
+        err.print(f"{MINILM} is in {folder}")
+        return
+    path = pull_module.pull_chat(say=say)
+    gguf_file.check(path)
+    say(f"{path.name} is in {path.parent}.")
+    say(f"Chat with it: memori chat --model {path}")
+    say(
+        f"To extract memories with it: memori model add {path} (the rule extractor, the "
+        "default, did better on the development data: see the README)."
+    )
 
 
 @model_app.command("add")
