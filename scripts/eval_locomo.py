@@ -2,6 +2,7 @@
 """Evidence-retrieval evaluation on LoCoMo, computed exactly as shared/eval/README.md defines.
 
 Usage: .venv/bin/python scripts/eval_locomo.py PATH/locomo-dev.json [--samples conv-26 ...]
+           [--store FILE [--only-kept]]
 
 Each conversation is imported as one entity through the public API (native JSONL: id = dia_id,
 name = speaker, session and timestamp from the session date), augmentation runs to completion,
@@ -145,22 +146,27 @@ class Baseline:
         return [[r[0]] for r in rows]
 
 
-def evaluate(data: list[dict[str, Any]], *, quiet: bool = False) -> dict[str, Any]:
+def evaluate(
+    data: list[dict[str, Any]], *, quiet: bool = False, store: Path | None = None
+) -> dict[str, Any]:
     results: dict[str, dict[int, list[dict[str, float]]]] = {
         "memori": defaultdict(list), "memori, graph on": defaultdict(list),
         "memori, messages only": defaultdict(list), "fts5 baseline": defaultdict(list),
     }  # fmt: skip
     latencies: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        mem = Memori(conn=Path(tmp) / "eval.db")
+        mem = Memori(conn=store or Path(tmp) / "eval.db")
         graph_on = dataclasses.replace(mem.config.ranking, graph_weight=1.0)
         for sample in data:
             entity = sample["sample_id"]
             source = Path(tmp) / f"{entity}.jsonl"
             known = write_native(sample, source)
-            mem.import_file(source, entity_id=entity)
             start = time.perf_counter()
-            embedded = mem.augment().embedded
+            # A kept store (--store) already holding the sample is reused as it is.
+            embedded = 0
+            if not mem.sessions(entity):
+                mem.import_file(source, entity_id=entity)
+                embedded = mem.augment().embedded
             if not quiet:
                 print(f"{entity}: {len(known)} turns, {embedded} embedded in "
                       f"{time.perf_counter() - start:.1f} s", file=sys.stderr)  # fmt: skip
@@ -202,22 +208,22 @@ def evaluate(data: list[dict[str, Any]], *, quiet: bool = False) -> dict[str, An
 
 def summarise(
     per_category: dict[int, list[dict[str, float]]],
+    names: dict[str, str] | None = None,
 ) -> list[tuple[str, int, dict[str, float]]]:
+    """Rows per category and overall. ``names`` are a dataset's own category names
+    (LongMemEval's ``category_names``): then every category is pooled, else LoCoMo's 1-4."""
     rows = []
     keys = ("R@5", "R@10", "R@20", "All@10", "NDCG@10")
+    label_of = {int(k): v for k, v in names.items()} if names else CATEGORIES
     for category in sorted(per_category):
         items = per_category[category]
-        rows.append((f"{category} {CATEGORIES.get(category, '')}", len(items),
+        rows.append((f"{category} {label_of.get(category, '')}"[:26], len(items),
                      {k: statistics.fmean(m[k] for m in items) for k in keys}))  # fmt: skip
-    pooled = [m for c in (1, 2, 3, 4) for m in per_category.get(c, [])]
+    pooled_categories = sorted(per_category) if names else [1, 2, 3, 4]
+    pooled = [m for c in pooled_categories for m in per_category.get(c, [])]
     if pooled:
-        rows.append(
-            (
-                "overall (1-4)",
-                len(pooled),
-                {k: statistics.fmean(m[k] for m in pooled) for k in keys},
-            )
-        )
+        label = "overall" if names else "overall (1-4)"
+        rows.append((label, len(pooled), {k: statistics.fmean(m[k] for m in pooled) for k in keys}))
     return rows
 
 
@@ -225,19 +231,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path, help="locomo JSON (e.g. ../shared/eval/locomo-dev.json)")
     parser.add_argument("--samples", nargs="*", help="only these sample_ids")
+    parser.add_argument("--store", type=Path,
+                        help="keep the augmented store in this file and reuse the samples it "
+                        "holds (only while extraction and embedding are unchanged)")  # fmt: skip
+    parser.add_argument("--only-kept", action="store_true",
+                        help="with --store: only the samples already in it")  # fmt: skip
     args = parser.parse_args()
     data = json.loads(args.path.read_text())
     if args.samples:
         data = [s for s in data if s["sample_id"] in args.samples]
-    outcome = evaluate(data)
+    if args.only_kept and args.store and args.store.exists():
+        kept = Memori(conn=args.store, create=False)
+        data = [s for s in data if kept.sessions(s["sample_id"])]
+        kept.close()
+    outcome = evaluate(data, store=args.store)
+    names = next((s["category_names"] for s in data if s.get("category_names")), None)
     for name, per_category in outcome["results"].items():
         print(f"\n{name}")
         print(
-            f"{'category':<16}{'n':>5}"
+            f"{'category':<28}{'n':>5}"
             + "".join(f"{k:>9}" for k in ("R@5", "R@10", "R@20", "All@10", "NDCG@10"))
         )
-        for label, n, metrics in summarise(per_category):
-            print(f"{label:<16}{n:>5}" + "".join(f"{v:>9.3f}" for v in metrics.values()))
+        for label, n, metrics in summarise(per_category, names):
+            print(f"{label:<28}{n:>5}" + "".join(f"{v:>9.3f}" for v in metrics.values()))
     lat = sorted(outcome["latencies"])
     p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
     print(f"\nmemori recall latency: median {statistics.median(lat) * 1000:.1f} ms, "
