@@ -11,7 +11,8 @@ catch one type. The tree::
     │   ├── StoreFullError    a write failed because the disk (or quota) is full
     │   └── ExtensionError    the connection cannot load sqlite-vec
     ├── ImportFormatError     a transcript file whose format is unknown or unreadable as a whole
-    └── ModelFileError        a model file that is missing or not a valid GGUF file
+    ├── ModelFileError        a model file that is missing or not a valid GGUF file
+    └── EmbeddingUnavailable  no embedding model is available (the message says how to get one)
 
 Problems with single records of an import are not exceptions: they are collected in the
 import report (see :class:`memori_cli.importers.ImportReport`) so every valid record still lands.
@@ -71,3 +72,7 @@ class ForgetWarning(UserWarning):
 
 class PermissionsWarning(UserWarning):
     """A store file or folder was readable by others and has been tightened."""
+
+
+class EmbeddingUnavailable(MemoriError):
+    """No embedding model is available; the message says how to get one."""

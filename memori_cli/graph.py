@@ -22,7 +22,7 @@ from .store import graph as store_graph
 from .store import memories as store_memories
 
 if TYPE_CHECKING:
-    from .memori import Memori
+    from .host import Host
 
 FORMATS = ("json", "dot", "mermaid", "graphml", "mcp")
 MCP_EXTRACTOR = "import:mcp"
@@ -36,7 +36,7 @@ class Graph:
     """The knowledge graph of one store; every method works on one entity (the current
     attribution's unless ``entity_id`` is given)."""
 
-    def __init__(self, mem: Memori):
+    def __init__(self, mem: Host):
         self._mem = mem
 
     def _entity(self, entity_id: str | None) -> str:
@@ -204,7 +204,7 @@ def _text(record: dict[str, Any], field: str) -> str:
     return value
 
 
-def _observations(mem: Memori, entity: str) -> dict[str, list[str]]:
+def _observations(mem: Host, entity: str) -> dict[str, list[str]]:
     """Current memories by who they are about: the observations of an MCP export."""
     out: dict[str, list[str]] = {}
     for memory in mem.memories(entity, limit=100_000):

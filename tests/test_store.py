@@ -145,3 +145,33 @@ def test_messages_enqueue_their_augmentation_job_in_the_same_transaction(mem: Me
     assert (kind, status) == ("augment", "pending")
     ids = [r[0] for r in mem.store.conn.execute("SELECT id FROM messages ORDER BY id")]
     assert json.loads(payload) == {"message_ids": ids}
+
+
+def test_a_store_stopped_before_m004_upgrades_with_its_graph_backfilled(tmp_path: Path) -> None:
+    import sqlite_utils
+    import sqlite_vec
+
+    db_path = tmp_path / "old.db"
+    raw = sqlean.connect(str(db_path), isolation_level=None)
+    raw.enable_load_extension(True)
+    sqlite_vec.load(raw)
+    migrations.apply(sqlite_utils.Database(raw), stop_before="m004_graph")
+    now = "2026-01-01T00:00:00+00:00"
+    raw.execute("INSERT INTO entities (id, created_at) VALUES ('ana', ?)", (now,))
+    for subject, obj in (("Ana", "Lisbon"), ("ana", "cats"), ("Ana's", "Cat")):
+        raw.execute(
+            """INSERT INTO triples (entity_id, subject, subject_type, predicate, object,
+                   object_type, confidence, extractor, first_seen, last_seen, valid_from,
+                   created_at)
+               VALUES ('ana', ?, 'person', 'likes', ?, 'thing', 0.7, 'rules@1', ?, ?, ?, ?)""",
+            (subject, obj, now, now, now, now),
+        )
+    raw.close()
+    upgraded = Memori(conn=db_path)
+    with pytest.warns(PermissionsWarning, match="tightened"):  # made 0644 by plain sqlean
+        conn = upgraded.store.conn  # opens and applies m004 onwards
+    assert conn.execute("SELECT count(*) FROM triples WHERE subject_id IS NULL").fetchone() == (0,)
+    names = sorted(r[0] for r in conn.execute("SELECT name FROM graph_nodes"))
+    assert names == ["Ana", "Lisbon", "cats"]  # "ana", "Ana's" -> Ana; "Cat" -> cats
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == 0x6D6D7269
+    upgraded.close()

@@ -1,17 +1,35 @@
-"""What extractors take and give: turns in, typed memories, triples and a summary out."""
+"""What extractors are: turns in, typed memories, triples and a summary out.
+
+The values themselves (:class:`Turn`, the drafts, :class:`Extraction`) live in
+:mod:`memori_cli.parts`, shared with the store; they are re-exported here.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import unicodedata
 from collections.abc import Callable
 from typing import Protocol
 
-#: The kinds of memory, as stored.
-KINDS = ("fact", "preference", "skill", "attribute", "event")
-#: The types a knowledge-graph node can have.
-NODE_TYPES = ("person", "place", "organization", "animal", "thing", "activity", "event", "concept")
+from ..parts import (
+    KINDS,
+    NODE_TYPES,
+    Extraction,
+    MemoryDraft,
+    TripleDraft,
+    Turn,
+    normalise,
+)
+
+__all__ = [
+    "KINDS",
+    "NODE_TYPES",
+    "Extraction",
+    "ExtractionError",
+    "Extractor",
+    "MemoryDraft",
+    "TripleDraft",
+    "Turn",
+    "normalise",
+]
 
 
 class ExtractionError(Exception):
@@ -23,59 +41,6 @@ class ExtractionError(Exception):
     def __init__(self, message: str, raw: str):
         super().__init__(message)
         self.raw = raw
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Turn:
-    """One message, as extractors see it."""
-
-    id: int
-    role: str
-    content: str
-    created_at: str
-    name: str | None = None
-
-    @property
-    def speaker(self) -> str:
-        """Who said it: the speaker's name, else ``User`` or ``Assistant``."""
-        return self.name or self.role.capitalize()
-
-
-@dataclasses.dataclass(slots=True)
-class MemoryDraft:
-    """A memory an extractor found. ``slot`` names what it is a value of ("lives_in"): a new
-    memory with the same ``about`` and ``slot`` but other content supersedes the old one."""
-
-    kind: str
-    content: str
-    about: str
-    source_ids: list[int]
-    confidence: float = 0.7
-    slot: str | None = None
-
-
-@dataclasses.dataclass(slots=True)
-class TripleDraft:
-    """A knowledge-graph edge. ``functional`` predicates hold one object per subject at a
-    time (lives_in), so a new object closes the old edge."""
-
-    subject: str
-    subject_type: str
-    predicate: str
-    object: str
-    object_type: str
-    source_ids: list[int]
-    confidence: float = 0.7
-    functional: bool = False
-
-
-@dataclasses.dataclass(slots=True)
-class Extraction:
-    """Everything one extractor run found in a batch of turns."""
-
-    memories: list[MemoryDraft] = dataclasses.field(default_factory=list)
-    triples: list[TripleDraft] = dataclasses.field(default_factory=list)
-    summary: str | None = None
 
 
 class Extractor(Protocol):
@@ -96,14 +61,3 @@ class Extractor(Protocol):
         """Extract from ``turns``; ``summary`` is the session's summary so far. A long run
         calls ``between`` now and then (it renews the job's lease, or raises to stop)."""
         ...
-
-
-_SPACE = re.compile(r"\s+")
-_PUNCT = re.compile(r"[^\w\s]")
-
-
-def normalise(text: str) -> str:
-    """The duplicate key of a memory: case-folded, accents and punctuation gone, spaces single."""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(c for c in text if not unicodedata.combining(c))
-    return _SPACE.sub(" ", _PUNCT.sub(" ", text.casefold())).strip()

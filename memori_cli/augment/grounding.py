@@ -23,6 +23,7 @@ import datetime
 import re
 from collections.abc import Iterable
 
+from ..store.fts import STOPWORDS
 from .extract import Extraction, MemoryDraft, TripleDraft, Turn
 
 #: The least share of a memory's content words that its sources must hold.
@@ -36,23 +37,19 @@ _DEGENERATE = re.compile(
 _NUMBER = re.compile(r"\d+")
 _POSSESSIVE = re.compile(r"['\u2019]s$", re.IGNORECASE)
 _ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
-# Words a third-person paraphrase of what someone said uses without their having said them.
-_PARAPHRASE = frozenset(
-    """a an the is are was were be been being am has have had having do does did of to in on
-    at by for from with about as into over after before since during and or but not no this
-    that these those it its their they them he she his her him user user's assistant
-    assistant's who which what when where how likes like liked dislikes dislike prefers
-    prefer favourite favorite lives live lived living works work worked working as at is
-    named name called previously moved move moving plans planning planned plan wants want
-    wanted attended attends attend visited visits visit went goes go going got get gets has
-    had enjoys enjoy enjoyed loves love loved hates hate learning learns learn learned knows
-    know knew can could will would should may might must also very much many some any one
-    two three first last new old own said says say told around on in approximately years
-    year old months month weeks week days day today yesterday recently currently now then
-    again still just s re ll ve d t is allergic allergy vegetarian vegan born birthday
-    partner friend family sister brother mother father mom dad son daughter wife husband
-    girlfriend boyfriend child children kids pet pets dog cat job occupation skill skilled
-    """.split()
+# Words a third-person paraphrase of what someone said uses without their having said them:
+# the function words recall ignores, and the verbs and nouns of the extractors' templates.
+_PARAPHRASE = STOPWORDS | frozenset(
+    """user user's assistant assistant's likes like liked dislikes dislike prefers prefer
+    favourite favorite lives live lived living works work worked working named name called
+    previously moved move moving plans planning planned plan wants want wanted attended attends
+    attend visited visits visit went goes go going got get gets enjoys enjoy enjoyed loves love
+    loved hates hate learning learns learn learned knows know knew also many one two three first
+    last new old said says say told around approximately years year months month weeks week
+    days day today yesterday recently currently s re ll ve d t allergic allergy vegetarian vegan
+    born birthday partner friend family sister brother mother father mom dad son daughter wife
+    husband girlfriend boyfriend child children kids pet pets dog cat job occupation skill skilled
+    may might must much since still""".split()
 )
 _MONTHS = ("january february march april may june july august september october november "
            "december").split()  # fmt: skip

@@ -25,7 +25,7 @@ from .openai_api import ChatAdapter, ResponsesAdapter
 from .writer import Writer, forget_spooled, spool_path, spooled
 
 if TYPE_CHECKING:
-    from ..memori import Memori
+    from ..host import Host
 
 __all__ = ["LLM", "InjectionSettings", "forget_spooled", "spool_path", "spooled"]
 
@@ -63,7 +63,7 @@ def _llama_counter(model: Any) -> inject.TokenCounter:
 class LLM:
     """``mem.llm``: registers clients, holds the injection settings and the capture writer."""
 
-    def __init__(self, mem: Memori):
+    def __init__(self, mem: Host):
         self._mem = mem
         self.injection = InjectionSettings.from_config(read_file().get("injection", {}))
         self.writer = Writer(mem)

@@ -25,9 +25,30 @@ from . import inject
 from .writer import Exchange
 
 if TYPE_CHECKING:
-    from . import LLM
+    from ..attribution import Attribution
+    from .writer import Writer
 
 log = logging.getLogger("memori.capture")
+
+
+class LLM(Protocol):
+    """What a call needs of ``mem.llm`` (:class:`memori_cli.capture.LLM`)."""
+
+    injection: inject.InjectionSettings
+    writer: Writer
+
+    def attribution(self) -> Attribution:
+        """The caller's attribution now, with its session."""
+        ...
+
+    def block(
+        self,
+        attribution: Attribution,
+        conversation: Conversation,
+        count: inject.TokenCounter | None = None,
+    ) -> str | None:
+        """The memory block for a call, or None."""
+        ...
 
 
 def get(obj: Any, key: str, default: Any = None) -> Any:

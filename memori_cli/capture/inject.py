@@ -36,7 +36,7 @@ from ..store import memories as store_memories
 from ..store import messages as store_messages
 
 if TYPE_CHECKING:
-    from ..memori import Memori
+    from ..host import Host
 
 OPEN = "<memori-memories>"
 CLOSE = "</memori-memories>"
@@ -172,7 +172,7 @@ def asks_about_assistant(query: str) -> bool:
 
 
 def select(
-    mem: Memori,
+    mem: Host,
     entity_id: str,
     query: str,
     present: set[str],
@@ -268,7 +268,7 @@ class Budget:
 
 
 def _messages_worth_adding(
-    mem: Memori, query: str, hits: list[RecallHit]
+    mem: Host, query: str, hits: list[RecallHit]
 ) -> list[tuple[int, tuple[set[int], str]]]:
     """The message hits that may add something to memories (see the module): for each, the
     current memories made from it and a note for its label."""

@@ -27,7 +27,7 @@ from ..attribution import Attribution
 from ..redact import redact, redact_id
 
 if TYPE_CHECKING:
-    from ..memori import Memori
+    from ..host import Host
     from ..store import Store
 
 log = logging.getLogger("memori.capture")
@@ -104,7 +104,7 @@ class Exchange:
 class Writer:
     """Stores exchanges in the background, in order; :meth:`flush` waits for them."""
 
-    def __init__(self, mem: Memori):
+    def __init__(self, mem: Host):
         self._mem = weakref.proxy(mem)
         self._queue: queue.Queue[Exchange | Callable[[], Any] | None] = queue.Queue()
         self._thread: threading.Thread | None = None

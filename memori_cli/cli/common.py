@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TimeRemainingColumn
 
 from ..errors import InvalidIdError, MemoriError
 from ..memori import Memori
@@ -27,6 +28,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 #: Given to every Typer app: ``-h`` is ``--help`` everywhere, as people expect of a CLI.
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
@@ -163,6 +165,25 @@ def print_json(data: Any) -> None:
     """Write ``data`` as JSON to stdout (never through Rich, so it stays machine-readable)."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
     sys.stdout.flush()
+
+
+def with_progress(
+    work: Callable[..., T], description: str, counter: ProgressColumn, *, json_output: bool
+) -> T:
+    """Run ``work``; for a person at a terminal, with ``progress=(done, total)`` drawing a bar
+    on stderr (``counter`` shows the count: bytes, or items)."""
+    if not show_progress(json_output):
+        return work()
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        counter,
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+        return work(progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
 def show_progress(json_output: bool) -> bool:

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.progress import DownloadColumn
 
 from ..errors import MemoriError
 from ..importers import FORMATS, MAX_UNZIPPED_MB, partial_report
 from ..store.connect import DatabaseError
-from .common import err, escape, handle_errors, print_json, show_progress, state
+from .common import err, escape, handle_errors, print_json, state, with_progress
 
 if TYPE_CHECKING:
     from ..importers import ImportReport
@@ -112,15 +112,4 @@ def import_command(
 
 def _run_import(run: Callable[..., ImportReport], path: Path, *, json_output: bool) -> ImportReport:
     """Run the import, with a progress bar for a person at a terminal."""
-    if not show_progress(json_output):
-        return run()
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(f"Importing {path.name}", total=None)
-        return run(progress=lambda done, total: bar.update(task, completed=done, total=total))
+    return with_progress(run, f"Importing {path.name}", DownloadColumn(), json_output=json_output)

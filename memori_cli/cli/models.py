@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.progress import MofNCompleteColumn
 
 from .. import config, gguf_file
 from ..augment.pipeline import AugmentReport
@@ -27,8 +27,8 @@ from .common import (
     handle_errors,
     out,
     print_json,
-    show_progress,
     state,
+    with_progress,
 )
 
 model_app = typer.Typer(
@@ -80,18 +80,7 @@ def run_augment(mem: Memori, *, rebuild: bool, json_output: bool) -> AugmentRepo
 
 def _augment(mem: Memori, *, rebuild: bool, json_output: bool) -> AugmentReport:
     work = mem.reembed if rebuild else mem.augment
-    if not show_progress(json_output):
-        return work()
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("Augmenting", total=None)
-        return work(progress=lambda done, total: bar.update(task, completed=done, total=total))
+    return with_progress(work, "Augmenting", MofNCompleteColumn(), json_output=json_output)
 
 
 def describe(report: AugmentReport) -> str:

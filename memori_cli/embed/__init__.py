@@ -21,14 +21,12 @@ from typing import Protocol
 import numpy as np
 
 from .. import paths
-from ..errors import MemoriError
+from ..errors import (
+    EmbeddingUnavailable as EmbeddingUnavailable,
+)  # re-exported: embed.EmbeddingUnavailable
 
 MINILM = "all-MiniLM-L6-v2"
 MINILM_FILES = ("config.json", "vocab.txt", "model.safetensors")
-
-
-class EmbeddingUnavailable(MemoriError):
-    """No embedding model is available; the message says how to get one."""
 
 
 class Embedder(Protocol):

@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import gguf_file
-from ..errors import ModelFileError
-from . import EmbeddingUnavailable
+from ..errors import EmbeddingUnavailable, ModelFileError
 
 # llama.cpp aborts the whole process (no Python exception) when a batch exceeds the context,
 # so n_ctx = n_batch and every text is cut to fit before it reaches the model.

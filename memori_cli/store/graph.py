@@ -98,19 +98,6 @@ def _similar(conn: Any, entity_id: str, node_type: str, vector: np.ndarray) -> i
     return int(rows[best][0]) if scores[best] >= SIMILAR else None
 
 
-def backfill(conn: Any) -> None:
-    """Give every triple without nodes its subject and object nodes."""
-    for triple_id, entity_id, subject, s_type, obj, o_type in conn.execute(
-        """SELECT id, entity_id, subject, subject_type, object, object_type FROM triples
-           WHERE subject_id IS NULL OR object_id IS NULL ORDER BY id"""
-    ).fetchall():
-        conn.execute(
-            "UPDATE triples SET subject_id = ?, object_id = ? WHERE id = ?",
-            (resolve(conn, entity_id, subject, s_type), resolve(conn, entity_id, obj, o_type),
-             triple_id),
-        )  # fmt: skip
-
-
 # -- reading ---------------------------------------------------------------------------------
 def find_node(store: Store, entity_id: str, name: str) -> dict[str, Any] | None:
     """The node called ``name`` (any alias, or ``#ID``) in the entity's graph."""

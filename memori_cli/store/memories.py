@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..augment.extract import Extraction, MemoryDraft, TripleDraft, normalise
+from ..parts import Extraction, MemoryDraft, TripleDraft, normalise
 from . import graph, jobs, vectors
 from .core import Store, dict_rows, is_rowid, now_iso, rowids, valid_at
 from .fts import match_expression

@@ -5,6 +5,10 @@ Never edit a migration that has shipped; add a new one below it.
 
 from __future__ import annotations
 
+import datetime
+import re
+from typing import Any
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
@@ -263,9 +267,56 @@ def m004_graph(db: Database) -> None:
         CREATE INDEX triples_object_node ON triples (object_id);
         """
     )
-    from .graph import backfill
+    _m004_backfill(db.conn)
 
-    backfill(db.conn)
+
+# m004's node resolution, frozen as it shipped: a migration must give the same result whatever
+# later code does with node keys (store/graph.py holds the live version).
+_M004_POSSESSIVE = re.compile(r"['\u2019]s?$")
+
+
+def _m004_key(name: str) -> str:
+    words = " ".join(name.casefold().split()).strip(' .,;:!?"()[]{}').split(" ")
+    last = _M004_POSSESSIVE.sub("", words[-1])
+    if len(last) > 3 and last.endswith("ies"):
+        last = last[:-3] + "y"
+    elif len(last) > 3 and last.endswith("s") and last[-2:] not in ("ss", "us", "is"):
+        last = last[:-1]
+    words[-1] = last
+    return " ".join(words) or name.casefold()
+
+
+def _m004_node(conn: Any, entity_id: str, name: str, node_type: str, when: str) -> int:
+    key = _m004_key(name)
+    row = conn.execute(
+        "SELECT node_id FROM graph_aliases WHERE entity_id = ? AND key = ?", (entity_id, key)
+    ).fetchone()
+    if row is not None:
+        return int(row[0])
+    (node_id,) = conn.execute(
+        """INSERT INTO graph_nodes (entity_id, name, type, vector, created_at)
+           VALUES (?, ?, ?, NULL, ?) RETURNING id""",
+        (entity_id, name.strip(), node_type, when),
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO graph_aliases (entity_id, key, node_id, alias) VALUES (?, ?, ?, ?)",
+        (entity_id, key, node_id, name.strip()),
+    )
+    return int(node_id)
+
+
+def _m004_backfill(conn: Any) -> None:
+    """Give every triple its subject and object nodes (by key; no vectors then)."""
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    for triple_id, entity_id, subject, s_type, obj, o_type in conn.execute(
+        """SELECT id, entity_id, subject, subject_type, object, object_type FROM triples
+           WHERE subject_id IS NULL OR object_id IS NULL ORDER BY id"""
+    ).fetchall():
+        conn.execute(
+            "UPDATE triples SET subject_id = ?, object_id = ? WHERE id = ?",
+            (_m004_node(conn, entity_id, subject, s_type, when),
+             _m004_node(conn, entity_id, obj, o_type, when), triple_id),
+        )  # fmt: skip
 
 
 # "mmri": marks the file as a memori store in its header, so `--db` pointed at another
