@@ -9,6 +9,7 @@
 from ._version import __version__
 from .attribution import Attribution
 from .errors import (
+    EndpointError,
     ExtensionError,
     ForgetWarning,
     ImportFormatError,
@@ -26,6 +27,7 @@ from .recall import RecallHit
 
 __all__ = [
     "Attribution",
+    "EndpointError",
     "ExtensionError",
     "ForgetWarning",
     "ImportFormatError",

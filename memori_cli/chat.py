@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import gguf_file
+from .augment.endpoint import api_key, endpoint_url
+from .config import is_endpoint
 from .errors import MemoriError
 
 if TYPE_CHECKING:
@@ -58,6 +60,7 @@ def choose(
     if backend is not None and backend not in BACKENDS:
         raise NoBackend(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+    api_key_env = ""
     if backend is None:
         if model and (model.endswith(".gguf") or Path(model).is_file()):
             backend = "local"
@@ -65,6 +68,11 @@ def choose(
             backend = "openai"
         elif os.environ.get("ANTHROPIC_API_KEY"):
             backend = "anthropic"
+        elif is_endpoint(mem.config.chat_model):
+            # The endpoint registered for extraction (memori model add --endpoint).
+            backend, model = "openai", model or mem.config.chat_name
+            base_url = endpoint_url(mem.config.chat_model).removesuffix("/chat/completions")
+            api_key_env = mem.config.chat_api_key_env
         elif mem.config.chat_model != "none":
             backend, model = "local", model or mem.config.chat_model
         else:
@@ -73,7 +81,7 @@ def choose(
         return _local(mem, model or mem.config.chat_model, max_tokens)
     if backend == "openai":
         return _openai(mem, model or os.environ.get("OPENAI_MODEL", "gpt-4o-mini"), base_url,
-                       max_tokens)  # fmt: skip
+                       max_tokens, api_key_env)  # fmt: skip
     return _anthropic(mem, model or os.environ.get("ANTHROPIC_MODEL", "claude-sonnet-4-5"),
                       max_tokens)  # fmt: skip
 
@@ -116,10 +124,16 @@ def _local(mem: Memori, path: str, max_tokens: int) -> Backend:
     return Backend("local", Path(path).name, reply)
 
 
-def _openai(mem: Memori, model: str, base_url: str | None, max_tokens: int) -> Backend:
+def _openai(
+    mem: Memori, model: str, base_url: str | None, max_tokens: int, api_key_env: str = ""
+) -> Backend:
     openai = _require("openai", "openai")
     # Local servers take any key; the SDK insists on one.
-    key = os.environ.get("OPENAI_API_KEY") or ("not-needed" if base_url else None)
+    try:
+        named = api_key(api_key_env or None)
+    except MemoriError as exc:
+        raise NoBackend(str(exc)) from None
+    key = named or os.environ.get("OPENAI_API_KEY") or ("not-needed" if base_url else None)
     if key is None:
         raise NoBackend(HOW_TO_CONFIGURE)
     client = openai.OpenAI(base_url=base_url, api_key=key)

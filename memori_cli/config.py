@@ -6,6 +6,15 @@ variables (``MEMORI_*``).
     [models]
     chat = "/home/me/models/qwen2.5-1.5b-instruct-q4_k_m.gguf"   # extraction (and chat)
     embedding = "minilm"                                          # or a .gguf path, or none
+
+or, for a model behind an OpenAI-compatible server (``memori model add --endpoint``)::
+
+    [models]
+    chat = "http://127.0.0.1:8080/v1"   # the endpoint
+    chat_name = "SmolLM2-135M-Instruct" # the model it serves
+    chat_api_key_env = "MY_API_KEY"     # optional: the variable that holds the key (never
+                                        # the key itself)
+    extractors = "rules+model"          # with a chat model: "model" alone, or rules too
 """
 
 from __future__ import annotations
@@ -49,11 +58,17 @@ def read_file() -> dict[str, Any]:
     return data
 
 
-def set_model(role: str, value: str) -> Path:
-    """Record ``value`` as the ``role`` model (``chat`` or ``embedding``) in the settings file."""
+def set_model(role: str, value: str, **extra: str | None) -> Path:
+    """Record ``value`` as the ``role`` model (``chat`` or ``embedding``) in the settings file.
+
+    ``extra`` sets ``<role>_<key>`` beside it (``name``, ``api_key_env`` for an endpoint); the
+    role's other extras are cleared, so a GGUF path never inherits an endpoint's model name."""
     data = read_file()
     models = dict(data.get("models", {}))
     models[role] = value
+    for key in [k for k in models if k.startswith(f"{role}_")]:
+        del models[key]
+    models.update({f"{role}_{key}": v for key, v in extra.items() if v})
     data["models"] = models
     path = config_path()
     paths.ensure_private_dir(path.parent)
@@ -85,6 +100,45 @@ def chat_model() -> str:
     return _model("chat", "MEMORI_CHAT_MODEL", "none")
 
 
+def is_endpoint(spec: str) -> bool:
+    """Whether a chat model setting is an endpoint URL rather than a GGUF path."""
+    return spec.startswith(("http://", "https://"))
+
+
+def chat_name() -> str:
+    """The model name sent to a chat endpoint: ``$MEMORI_CHAT_NAME``, else config.toml's
+    ``chat_name``, else ``""``."""
+    return _model("chat_name", "MEMORI_CHAT_NAME", "")
+
+
+def chat_api_key_env() -> str:
+    """The name of the environment variable that holds the chat endpoint's API key
+    (``$MEMORI_CHAT_API_KEY_ENV``, else config.toml's ``chat_api_key_env``), or ``""``."""
+    return _model("chat_api_key_env", "MEMORI_CHAT_API_KEY_ENV", "")
+
+
+#: What runs with a chat model configured: the model alone, or the rules and the model.
+EXTRACTOR_CHOICES = ("model", "rules+model")
+#: The default, from the extraction benchmark (README, "Extraction benchmark").
+DEFAULT_EXTRACTORS = "rules+model"
+
+
+def extractors() -> str:
+    """With a chat model: ``model`` or ``rules+model`` (``$MEMORI_EXTRACTORS``, else
+    config.toml's ``extractors``, else :data:`DEFAULT_EXTRACTORS`); not checked here."""
+    return _model("extractors", "MEMORI_EXTRACTORS", DEFAULT_EXTRACTORS)
+
+
+def check_extractors(value: str) -> str:
+    """``value`` if it is one of :data:`EXTRACTOR_CHOICES`, else a :class:`MemoriError`."""
+    if value not in EXTRACTOR_CHOICES:
+        raise MemoriError(
+            f"extractors = {value!r} is not one of {', '.join(EXTRACTOR_CHOICES)} "
+            "(MEMORI_EXTRACTORS or [models] extractors in config.toml)"
+        )
+    return value
+
+
 def default_entity() -> str:
     """The entity used when none is given: ``$MEMORI_ENTITY`` or ``default``."""
     return os.environ.get("MEMORI_ENTITY") or DEFAULT_ENTITY
@@ -108,6 +162,13 @@ class Config:
     storage: StorageConfig
     #: ``minilm``, a path to a ``.gguf`` embedding model, or ``none``.
     embedding_model: str = dataclasses.field(default_factory=embedding_model)
-    #: A path to a ``.gguf`` chat model for extraction, or ``none`` for the rule extractor.
+    #: A path to a ``.gguf`` chat model for extraction, an OpenAI-compatible endpoint URL,
+    #: or ``none`` for the rule extractor.
     chat_model: str = dataclasses.field(default_factory=chat_model)
+    #: The model an endpoint serves (``chat_model`` is then a URL).
+    chat_name: str = dataclasses.field(default_factory=chat_name)
+    #: The environment variable holding the endpoint's API key, or ``""``.
+    chat_api_key_env: str = dataclasses.field(default_factory=chat_api_key_env)
+    #: With a chat model: ``model`` alone or ``rules+model`` (read when the extractor is made).
+    extractors: str = dataclasses.field(default_factory=extractors)
     ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)

@@ -12,6 +12,8 @@ catch one type. The tree::
     │   └── ExtensionError    the connection cannot load sqlite-vec
     ├── ImportFormatError     a transcript file whose format is unknown or unreadable as a whole
     ├── ModelFileError        a model file that is missing or not a valid GGUF file
+    ├── EndpointError         a chat-completions endpoint that is misconfigured (bad URL,
+    │                         missing API-key variable), unreachable, or answers with an error
     └── EmbeddingUnavailable  no embedding model is available (the message says how to get one)
 
 Problems with single records of an import are not exceptions: they are collected in the
@@ -57,6 +59,12 @@ class ImportFormatError(MemoriError):
 
 class ModelFileError(MemoriError):
     """A configured or given model file is missing, unreadable or not a valid GGUF file."""
+
+
+class EndpointError(MemoriError):
+    """An OpenAI-compatible chat-completions endpoint used for extraction is misconfigured
+    (a bad URL, an API-key environment variable that is not set), cannot be reached, or
+    answers with an error, after the retries. A job that meets it is retried later."""
 
 
 class RecallWarning(UserWarning):

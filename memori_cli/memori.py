@@ -19,15 +19,17 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from . import config as config_module
 from . import embed, gguf_file, importers, recall
 from .attribution import Attribution, new_session_id, validate_id
+from .augment.combine import CombinedExtractor
 from .augment.embedding import embed_pending, embed_pending_memories
 from .augment.extract import Extractor
 from .augment.pipeline import AugmentReport, Pipeline
 from .augmentation import Augmentation
 from .capture import LLM, forget_spooled
 from .config import Config, StorageConfig, default_entity
-from .errors import ForgetWarning, ModelFileError, RecallWarning
+from .errors import EndpointError, ForgetWarning, ModelFileError, RecallWarning
 from .graph import Graph
 from .hit import Hit
 from .importers.formats import RecordError
@@ -241,27 +243,46 @@ class Memori:
         return self._embedder
 
     def extractor(self) -> Extractor:
-        """The memory extractor: the configured GGUF chat model, else the rule extractor.
+        """The memory extractor: with a chat model configured (a GGUF file or an
+        OpenAI-compatible endpoint) the rules and the model together, or the model alone
+        (``extractors = "model"``); else the rule extractor.
 
-        Raises :class:`ModelFileError` when the chat model file is missing or not valid GGUF.
+        Raises :class:`ModelFileError` when the chat model file is missing or not valid GGUF,
+        :class:`EndpointError` for an endpoint's bad URL or missing API-key variable.
         """
         if self._extractor is None:
-            if self.config.chat_model != "none":
-                from .augment.llm import LlamaCppExtractor
+            from .augment.rules import RuleExtractor
 
-                path = self.config.chat_model
-                gguf_file.check(path)  # a clear ModelFileError, not llama.cpp's failure
-                try:
-                    self._extractor = LlamaCppExtractor(path)
-                except (ValueError, OSError, RuntimeError) as exc:
-                    raise ModelFileError(
-                        f"{path}: llama.cpp cannot load the chat model: {exc}"
-                    ) from exc
-            else:
-                from .augment.rules import RuleExtractor
-
+            spec = self.config.chat_model
+            if spec == "none":
                 self._extractor = RuleExtractor()
+            else:
+                choice = config_module.check_extractors(self.config.extractors)
+                model = self._model_extractor(spec)
+                self._extractor = (
+                    CombinedExtractor(RuleExtractor(), model) if choice == "rules+model" else model
+                )
         return self._extractor
+
+    def _model_extractor(self, spec: str) -> Extractor:
+        if config_module.is_endpoint(spec):
+            from .augment.endpoint import EndpointExtractor
+
+            if not self.config.chat_name:
+                raise EndpointError(
+                    f"the chat endpoint {spec} has no model name: "
+                    "memori model add --endpoint URL --name MODEL"
+                )
+            return EndpointExtractor(
+                spec, self.config.chat_name, api_key_env=self.config.chat_api_key_env or None
+            )
+        from .augment.llm import LlamaCppExtractor
+
+        gguf_file.check(spec)  # a clear ModelFileError, not llama.cpp's failure
+        try:
+            return LlamaCppExtractor(spec)
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise ModelFileError(f"{spec}: llama.cpp cannot load the chat model: {exc}") from exc
 
     def pipeline(self, *, stop: Any = None) -> Pipeline:
         """A job pipeline over this store with the configured extractor and embedder.

@@ -6,8 +6,13 @@ gets a tool call first; a tool result then gets "It is sunny in Paris.". A user 
 "essay" gets :data:`LONG_REPLY`, several paragraphs of Markdown (for terminal rendering).
 ``fail_next`` makes the next requests answer 500; ``error_after`` makes a stream send an error
 event after that many text chunks; ``chunk_delay`` waits that many seconds before each
-streamed chunk (a slow model, to interrupt mid-reply). Every request body is kept in
-``requests``.
+streamed chunk (a slow model, to interrupt mid-reply). For extraction through an endpoint:
+``chat_replies`` scripts the content of the next chat completions (popped in order),
+``reply_delay`` waits that many seconds before any answer (a request that times out),
+``reject_formats`` answers 400 to a ``response_format`` of those types (a server without
+structured output), ``status_next`` answers the next requests with those HTTP statuses, and
+``GET /v1/models`` lists ``models``. Every request body is kept in ``requests`` (with its
+headers in ``headers``).
 
     python scripts/llm_server.py --port 8765   # then OPENAI_BASE_URL=http://127.0.0.1:8765/v1
 """
@@ -45,6 +50,12 @@ class LLMServer(ThreadingHTTPServer):
         self.fail_next = 0
         self.error_after: int | None = None
         self.chunk_delay = 0.0
+        self.chat_replies: list[str] = []
+        self.reply_delay = 0.0
+        self.reject_formats: set[str] = set()
+        self.status_next: list[int] = []
+        self.models = ["scripted"]
+        self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -114,10 +125,28 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def do_GET(self) -> None:
+        if self.path.endswith("/models"):
+            self._json({"object": "list", "data": [{"id": m} for m in self.server.models]})
+        else:
+            self._json({"error": {"message": f"no route {self.path}"}}, 404)
+
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
         with self.server._lock:
             self.server.requests.append({"path": self.path, "body": body})
+            self.server.headers.append({k.lower(): v for k, v in self.headers.items()})
+            status = self.server.status_next.pop(0) if self.server.status_next else None
+        if self.server.reply_delay:
+            time.sleep(self.server.reply_delay)
+        if status is not None:
+            self._json({"error": {"message": f"scripted {status}", "type": "error"}}, status)
+            return
+        form = (body.get("response_format") or {}).get("type")
+        if form in self.server.reject_formats:
+            message = f"response_format type {form!r} is not supported"
+            self._json({"error": {"message": message, "type": "invalid_request_error"}}, 400)
+            return
         if self.server.take_failure():
             self._json({"error": {"message": "overloaded", "type": "server_error"}}, 500)
             return
@@ -172,6 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
             {"role": m.get("role"), "text": _text(m.get("content"))} for m in body["messages"]
         ]
         text, tool = reply_for(conversation)
+        with self.server._lock:
+            if self.server.chat_replies:
+                text, tool = self.server.chat_replies.pop(0), None
         base = {"id": "chatcmpl-1", "created": CREATED, "model": body.get("model")}
         tool_calls = (
             [

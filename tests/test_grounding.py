@@ -36,6 +36,9 @@ def turns() -> list[Turn]:
         ("Maya lives in Lisbon", [99], "cites no message of its job"),
         ("Lisbon is lovely", [1], "about 'Brother Tuck'"),
         ("Maya " + "sells scarves and " * 12, [2], "degenerate output"),
+        # What SmolLM2 proposed on LoCoMo: words of the source, but no statement.
+        ("hand-spun-silk", [1], "not a statement"),
+        ("Lisbon", [2], "not a statement"),
     ],
 )
 def test_unsupported_memories_are_rejected_with_a_reason(

@@ -139,6 +139,7 @@ def test_configured_model_extracts_through_the_store(
 ) -> None:
     monkeypatch.setenv("MEMORI_CHAT_MODEL", str(tiny_model))
     monkeypatch.setenv("MEMORI_EMBEDDING_MODEL", "none")
+    monkeypatch.setenv("MEMORI_EXTRACTORS", "model")
     mem = Memori(conn=tmp_path / "m.db")
     extractor = mem.extractor()
     assert isinstance(extractor, LlamaCppExtractor)

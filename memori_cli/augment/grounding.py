@@ -7,7 +7,7 @@ construction. An item is rejected, with a reason, when:
 
 - it cites no message of its job;
 - it is degenerate: runs of one character or of underscores, one word over and over, or
-  more text than its sources hold;
+  more text than its sources hold; or a memory is no statement (one word, a slug);
 - a name, number or date in it occurs in none of the cited messages (the speaker's and the
   entity's names, and dates resolved from a message's own date, are allowed);
 - most of its words occur in none of the cited messages (text in another language, or
@@ -34,6 +34,9 @@ _WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*", re.UNICODE)
 _DEGENERATE = re.compile(
     r"(.)\1{4,}|[^\W_]+_+[^\W_]+_|([^\W_]{2,})(?:[\W_]+\2\b){2,}", re.IGNORECASE
 )
+# Words joined by hyphens or underscores and nothing else ("the-trending-things"): a slug,
+# not a statement about anyone.
+_SLUG = re.compile(r"[^\W_]+(?:[-_][^\W_]+)+[.!]?")
 _NUMBER = re.compile(r"\d+")
 _POSSESSIVE = re.compile(r"['\u2019]s$", re.IGNORECASE)
 _ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
@@ -106,6 +109,8 @@ def _memory_reason(memory: MemoryDraft, by_id: dict[int, Turn], allowed: set[str
     degenerate = _degenerate(memory.content, source)
     if degenerate:
         return degenerate
+    if len(_words(memory.content)) < 2 or _SLUG.fullmatch(memory.content.strip()):
+        return "not a statement (one word, or words joined into a slug)"
     about = _unsupported(memory.about, source, cited, allowed, min_support=1.0)
     if about:
         return f"about {memory.about!r}: {about}"

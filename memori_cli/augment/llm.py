@@ -1,5 +1,8 @@
 """LlamaCppExtractor: typed memories, triples and a summary from any local GGUF chat model.
 
+:class:`ChatExtractor` holds what it shares with the endpoint extractor
+(:mod:`memori_cli.augment.endpoint`): the prompt, chunking and reading the answer.
+
 Output is constrained by a JSON schema (llama.cpp turns it into a grammar), and the schema
 bounds every string and array: a model that rambles, or a test model with random weights,
 still stops. llama-cpp-python's grammar lets raw control characters into strings, so output
@@ -63,6 +66,7 @@ FUNCTIONAL = {
     "diet",
 }
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 
 def schema(turns: int, *, max_items: int, max_chars: int) -> dict[str, Any]:
@@ -156,26 +160,17 @@ def model_version(path: Path) -> str:
     return f"{path.name}@{digest.hexdigest()[:10]}"
 
 
-class LlamaCppExtractor:
-    """Extraction by a local GGUF chat model, chunked to its context window."""
+class ChatExtractor:
+    """What every chat-model extractor shares: the prompt, chunking to a context window, and
+    reading (and validating) the model's JSON. Subclasses say how to count tokens and how
+    to ask the model (:meth:`_ask`)."""
 
-    def __init__(
-        self,
-        model: str | Path | ChatModel,
-        *,
-        n_ctx: int = 4096,
-        max_items: int = 8,
-        max_chars: int = 160,
-        max_tokens: int = 1024,
-    ):
-        self.model = model if isinstance(model, ChatModel) else load_chat_model(str(model), n_ctx)
-        self.name = f"llm:{self.model.name}/p{PROMPT_VERSION}"
-        self.max_items = max_items
-        self.max_chars = max_chars
-        self.max_tokens = max_tokens
-        #: Tokens generated and seconds spent generating, for benchmarks.
-        self.generated_tokens = 0
-        self.generation_seconds = 0.0
+    name: str
+    max_items: int
+    max_chars: int
+    max_tokens: int
+    generated_tokens: int
+    generation_seconds: float
 
     def extract(
         self,
@@ -189,7 +184,7 @@ class LlamaCppExtractor:
         for chunk in self._chunks(turns):
             if between is not None:
                 between()
-            data = self._ask(chunk, result.summary)
+            data = self._ask(chunk, result.summary, between)
             self._collect(data, chunk, result)
         return result
 
@@ -206,12 +201,24 @@ class LlamaCppExtractor:
         ]
 
     def _tokens(self, text: str) -> int:
-        return len(self.model.llama.tokenize(text.encode("utf-8", "replace"), add_bos=False))
+        raise NotImplementedError
+
+    def _n_ctx(self) -> int:
+        raise NotImplementedError
+
+    def _system_tokens(self) -> int:
+        """What the system prompt takes of the context."""
+        return self._tokens(SYSTEM_PROMPT)
+
+    def _ask(
+        self, chunk: list[Turn], summary: str | None, between: Callable[[], None] | None
+    ) -> dict[str, Any]:
+        raise NotImplementedError
 
     def _chunks(self, turns: list[Turn]) -> Iterator[list[Turn]]:
         """Consecutive turns that fit the context with the prompt and the longest answer."""
-        n_ctx = int(self.model.llama.n_ctx())
-        budget = n_ctx - self.max_tokens - self._tokens(SYSTEM_PROMPT) - 200
+        n_ctx = self._n_ctx()
+        budget = n_ctx - self.max_tokens - self._system_tokens() - 200
         if budget < 64:
             raise ExtractionError(
                 f"the model's context ({n_ctx} tokens) is too small for extraction", ""
@@ -237,35 +244,6 @@ class LlamaCppExtractor:
             used += cost
         if chunk:
             yield chunk
-
-    def _ask(self, chunk: list[Turn], summary: str | None) -> dict[str, Any]:
-        response_format = {
-            "type": "json_object",
-            "schema": schema(len(chunk), max_items=self.max_items, max_chars=self.max_chars),
-        }
-        raw = ""
-        for attempt in range(2):  # malformed output is retried once, with another seed
-            started = time.perf_counter()
-            with self.model.lock:
-                response = self.model.llama.create_chat_completion(
-                    messages=self._messages(chunk, summary),
-                    response_format=response_format,
-                    max_tokens=self.max_tokens,
-                    temperature=0.2 if attempt == 0 else 0.7,
-                    seed=attempt,
-                )
-            self.generation_seconds += time.perf_counter() - started
-            self.generated_tokens += int(response.get("usage", {}).get("completion_tokens", 0))
-            raw = response["choices"][0]["message"].get("content") or ""
-            try:
-                data = json.loads(raw, strict=False)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(data, dict) and all(
-                isinstance(data.get(key), list) for key in ("memories", "triples")
-            ):
-                return data
-        raise ExtractionError("the model's output is not valid extraction JSON (twice)", raw)
 
     # -- reading the answer --------------------------------------------------------------
     def _collect(self, data: dict[str, Any], chunk: list[Turn], result: Extraction) -> None:
@@ -319,6 +297,79 @@ class LlamaCppExtractor:
         summary = _text(data.get("summary"))
         if summary:
             result.summary = summary
+
+
+class LlamaCppExtractor(ChatExtractor):
+    """Extraction by a local GGUF chat model, chunked to its context window."""
+
+    def __init__(
+        self,
+        model: str | Path | ChatModel,
+        *,
+        n_ctx: int = 4096,
+        max_items: int = 8,
+        max_chars: int = 160,
+        max_tokens: int = 1024,
+    ):
+        self.model = model if isinstance(model, ChatModel) else load_chat_model(str(model), n_ctx)
+        self.name = f"llm:{self.model.name}/p{PROMPT_VERSION}"
+        self.max_items = max_items
+        self.max_chars = max_chars
+        self.max_tokens = max_tokens
+        #: Tokens generated and seconds spent generating, for benchmarks.
+        self.generated_tokens = 0
+        self.generation_seconds = 0.0
+
+    def _tokens(self, text: str) -> int:
+        return len(self.model.llama.tokenize(text.encode("utf-8", "replace"), add_bos=False))
+
+    def _n_ctx(self) -> int:
+        return int(self.model.llama.n_ctx())
+
+    def _ask(
+        self, chunk: list[Turn], summary: str | None, between: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        response_format = {
+            "type": "json_object",
+            "schema": schema(len(chunk), max_items=self.max_items, max_chars=self.max_chars),
+        }
+        raw = ""
+        for attempt in range(2):  # malformed output is retried once, with another seed
+            started = time.perf_counter()
+            with self.model.lock:
+                response = self.model.llama.create_chat_completion(
+                    messages=self._messages(chunk, summary),
+                    response_format=response_format,
+                    max_tokens=self.max_tokens,
+                    temperature=0.2 if attempt == 0 else 0.7,
+                    seed=attempt,
+                )
+            self.generation_seconds += time.perf_counter() - started
+            self.generated_tokens += int(response.get("usage", {}).get("completion_tokens", 0))
+            raw = response["choices"][0]["message"].get("content") or ""
+            data = parse_answer(raw)
+            if data is not None:
+                return data
+        raise ExtractionError("the model's output is not valid extraction JSON (twice)", raw)
+
+
+def parse_answer(raw: str) -> dict[str, Any] | None:
+    """The model's answer as extraction data, or None when it is not: JSON (inside a Markdown
+    code fence too, as models without constrained output like to write it) holding a
+    ``memories`` and a ``triples`` list."""
+    text = raw.strip()
+    fenced = _FENCE.search(text)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        data = json.loads(text, strict=False)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(data, dict) and all(
+        isinstance(data.get(key), list) for key in ("memories", "triples")
+    ):
+        return data
+    return None
 
 
 def _text(value: Any) -> str:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .. import __version__, capture, gguf_file, paths
+from .. import __version__, capture, config, gguf_file, paths
 from ..errors import ForgetWarning, MemoriError, NoStoreError
 from ..memori import Memori
 from ..store import connect, jobs
@@ -435,6 +435,9 @@ def _model_checks(mem: Memori) -> list[dict[str, Any]]:
     """Each configured GGUF model file: present, and its header valid and complete."""
     checks: list[dict[str, Any]] = []
     for role, spec in (("chat", mem.config.chat_model), ("embedding", mem.config.embedding_model)):
+        if role == "chat" and config.is_endpoint(spec):
+            checks.append(_endpoint_check(mem, spec))
+            continue
         if spec in ("none", "minilm") or (role == "embedding" and not spec.endswith(".gguf")):
             continue
         name = f"{role} model"
@@ -451,6 +454,27 @@ def _model_checks(mem: Memori) -> list[dict[str, Any]]:
                        "detail": f"{spec} (GGUF v{info.version}{arch}, {info.tensors} tensors, "
                        f"{info.size / 1e6:.1f} MB)"})  # fmt: skip
     return checks
+
+
+def _endpoint_check(mem: Memori, url: str) -> dict[str, Any]:
+    """The chat endpoint: configured right (URL, model name, API-key variable) and answering
+    ``GET /models``; one that is down is a warning (it may be started later)."""
+    from ..augment.endpoint import EndpointExtractor, list_models
+
+    name = mem.config.chat_name
+    try:
+        made = EndpointExtractor(url, name or "?", api_key_env=mem.config.chat_api_key_env or None)
+        if not name:
+            raise MemoriError("no model name: memori model add --endpoint URL --name MODEL")
+    except MemoriError as exc:
+        return {"check": "chat endpoint", "status": "fail", "detail": str(exc)}
+    try:
+        served = list_models(made.url, api_key_env=made.api_key_env, timeout=3)
+    except MemoriError as exc:
+        return {"check": "chat endpoint", "status": "warn", "detail": str(exc)}
+    listed = "" if served is None else f"; it lists {', '.join(served) or 'no models'}"
+    return {"check": "chat endpoint", "status": "ok",
+            "detail": f"{name} at {url} answers{listed}"}  # fmt: skip
 
 
 def _queue_check(mem: Memori) -> dict[str, Any]:
