@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -31,13 +30,13 @@ class DaemonStatus:
 
 
 def _key(db_path: Path | None) -> str:
-    target = db_path or paths.default_db_path()
-    return hashlib.sha256(str(target.expanduser().resolve()).encode()).hexdigest()[:12]
+    return paths.daemon_pidfile(db_path).stem.removeprefix("daemon-")
 
 
 def pidfile_path(db_path: Path | None = None) -> Path:
-    """The pidfile of the daemon serving the store at ``db_path`` (default store if None)."""
-    return paths.state_dir() / f"daemon-{_key(db_path)}.pid"
+    """The pidfile of the daemon serving the store at ``db_path`` (default store if None);
+    the library probes it too (:func:`memori_cli.paths.daemon_running`)."""
+    return paths.daemon_pidfile(db_path)
 
 
 def heartbeat_path(db_path: Path | None = None) -> Path:

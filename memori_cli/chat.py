@@ -122,7 +122,8 @@ def _openai(mem: Memori, model: str, base_url: str | None, max_tokens: int) -> B
     key = os.environ.get("OPENAI_API_KEY") or ("not-needed" if base_url else None)
     if key is None:
         raise NoBackend(HOW_TO_CONFIGURE)
-    client = mem.llm.register(openai.OpenAI(base_url=base_url, api_key=key))
+    client = openai.OpenAI(base_url=base_url, api_key=key)
+    mem.llm.register(client)
 
     def reply(messages: list[dict[str, Any]]) -> Iterator[str]:
         stream = client.chat.completions.create(
@@ -138,7 +139,8 @@ def _openai(mem: Memori, model: str, base_url: str | None, max_tokens: int) -> B
 
 def _anthropic(mem: Memori, model: str, max_tokens: int) -> Backend:
     anthropic = _require("anthropic", "anthropic")
-    client = mem.llm.register(anthropic.Anthropic())
+    client = anthropic.Anthropic()
+    mem.llm.register(client)
 
     def reply(messages: list[dict[str, Any]]) -> Iterator[str]:
         system = " ".join(m["content"] for m in messages if m["role"] == "system")

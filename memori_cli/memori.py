@@ -24,10 +24,12 @@ from .attribution import Attribution, new_session_id, validate_id
 from .augment.embedding import embed_pending, embed_pending_memories
 from .augment.extract import Extractor
 from .augment.pipeline import AugmentReport, Pipeline
+from .augmentation import Augmentation
 from .capture import LLM, forget_spooled
 from .config import Config, StorageConfig, default_entity
 from .errors import ForgetWarning, ModelFileError, RecallWarning
 from .graph import Graph
+from .hit import Hit
 from .importers.formats import RecordError
 from .importers.normalize import Defaults, Occurrences, normalize
 from .recall import RecallHit
@@ -39,11 +41,15 @@ from .store import messages as store_messages
 class Memori:
     """Long-term memory over one local SQLite store.
 
-    ``conn`` is a path, a callable returning a sqlite3-compatible connection (it must be able
-    to load extensions: ``lambda: sqlean.connect("memori.db")``), or ``None`` for the default
-    store. Attribution (entity, process, session) is kept per thread and per asyncio task.
-    ``create=False`` raises :class:`NoStoreError` on first use when the store file is missing,
-    instead of creating it. Only a memori store or a new, empty file is ever opened.
+    ``conn`` is a path, a DB-API 2.0 SQLite connection, a callable returning one (any driver:
+    ``lambda: sqlite3.connect("memori.db")``, sqlean, pysqlite3, an apsw shim), or ``None``
+    for the default store. A connection that cannot load sqlite-vec (the stdlib ``sqlite3`` of
+    most Pythons) searches vectors in process with numpy, with the same results. Connections
+    the caller hands over stay theirs: memori never closes them and uses each on one thread
+    (see :class:`~memori_cli.store.Store`). Attribution (entity, process, session) is kept
+    per thread and per asyncio task. ``create=False`` raises :class:`NoStoreError` on first
+    use when the store file is missing, instead of creating it. Only a memori store or a new,
+    empty file is ever opened.
     """
 
     def __init__(
@@ -118,10 +124,16 @@ class Memori:
         return current.session_id
 
     @functools.cached_property
-    def llm(self) -> LLM:
-        """Wrap LLM clients: ``mem.llm.register(client)`` captures every call and injects
-        memories (see :mod:`memori_cli.capture`)."""
+    def llm(self) -> LLM[Memori]:
+        """Wrap LLM clients: ``mem.llm.register(client, ...)`` captures every call and injects
+        memories (see :mod:`memori_cli.capture`); it returns this Memori, so calls chain."""
         return LLM(self)
+
+    @functools.cached_property
+    def augmentation(self) -> Augmentation:
+        """What augmentation did with what this process stored:
+        ``mem.augmentation.wait(timeout=None)`` has it done before a short script exits."""
+        return Augmentation(self)
 
     @functools.cached_property
     def graph(self) -> Graph:
@@ -357,6 +369,10 @@ class Memori:
         fused and ranked by recency, trust and use. Memories are those true now, or at
         ``as_of`` (an ISO date). ``explain`` adds each hit's score components. A query longer
         than ``recall.MAX_QUERY_CHARS`` is cut to its start, with a :class:`RecallWarning`.
+
+        Each hit is a :class:`RecallHit` that also answers the upstream library's names:
+        ``hit.similarity`` (the same as ``score``), and ``hit["content"]``,
+        ``hit.get("created_at")`` as a mapping.
         """
         entity = (
             self.current.entity_id if entity_id is None else validate_id(entity_id, "entity_id")
@@ -374,7 +390,7 @@ class Memori:
                 stacklevel=2,
             )
             query = clipped
-        return recall.recall(
+        hits = recall.recall(
             self.store,
             query,
             self._query_vector(query),
@@ -388,6 +404,7 @@ class Memori:
             as_of=as_of,
             memories=memories,
         )
+        return [Hit.of(hit) for hit in hits]
 
     async def arecall(self, query: str, limit: int = 10, **options: Any) -> list[RecallHit]:
         """:meth:`recall` for asyncio code: runs in a worker thread, never blocking the loop."""
@@ -510,7 +527,8 @@ class Memori:
         return store_messages.forget_entity(self.store, entity_id)
 
     def close(self) -> None:
-        """Store what wrapped calls captured, then close the store's connections."""
+        """Store what wrapped calls captured, then close the connections memori opened (a
+        connection the caller handed over stays open: it is theirs)."""
         if "llm" in self.__dict__:
             self.llm.writer.close()
         self.store.close()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import hashlib
 import os
 import stat
 import warnings
@@ -35,6 +38,31 @@ def state_dir() -> Path:
 def default_db_path() -> Path:
     """The default store file."""
     return data_dir() / DB_FILENAME
+
+
+def daemon_pidfile(db_path: Path | None = None) -> Path:
+    """The pidfile of the daemon serving the store at ``db_path`` (default store if None).
+
+    The daemon holds it under an exclusive ``flock`` while it lives (``memori_daemon``)."""
+    target = db_path or default_db_path()
+    key = hashlib.sha256(str(target.expanduser().resolve()).encode()).hexdigest()[:12]
+    return state_dir() / f"daemon-{key}.pid"
+
+
+def daemon_running(db_path: Path | None = None) -> bool:
+    """Whether a daemon holds the pidfile lock of the store at ``db_path`` (a probe that never
+    takes the lock over). False where the pidfile cannot be read."""
+    path = daemon_pidfile(db_path)
+    try:
+        with open(path, "rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as exc:
+                return exc.errno in (errno.EAGAIN, errno.EACCES)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
 
 
 def ensure_private_dir(path: Path, *, tighten: bool = True) -> None:

@@ -93,7 +93,8 @@ def test_openai_sync_captures_once_and_injects_into_the_system_message(
     mem: Memori, llm: LLMServer
 ) -> None:
     remember_tea(mem)
-    client = mem.llm.register(oai(llm))
+    client = oai(llm)
+    mem.llm.register(client)
     messages = [{"role": "system", "content": "You are terse."}, USER]
     before = copy.deepcopy(messages)
     result = client.chat.completions.create(model="m", messages=messages)
@@ -113,7 +114,8 @@ def test_openai_sync_captures_once_and_injects_into_the_system_message(
 def test_openai_stream_is_the_sdk_stream_with_the_same_chunks(mem: Memori, llm: LLMServer) -> None:
     plain = [c.to_dict() for c in oai(llm).chat.completions.create(
         model="m", messages=[USER], stream=True)]  # fmt: skip
-    client = mem.llm.register(oai(llm))
+    client = oai(llm)
+    mem.llm.register(client)
     stream = client.chat.completions.create(model="m", messages=[USER], stream=True)
     assert type(stream) is openai.Stream
     assert stored(mem) == []  # nothing until the stream ends
@@ -127,7 +129,8 @@ def test_openai_stream_is_the_sdk_stream_with_the_same_chunks(mem: Memori, llm: 
 def test_openai_stream_closed_early_is_captured_once_as_partial(
     mem: Memori, llm: LLMServer
 ) -> None:
-    client = mem.llm.register(oai(llm))
+    client = oai(llm)
+    mem.llm.register(client)
     with client.chat.completions.create(model="m", messages=[USER], stream=True) as stream:
         for n, _ in enumerate(stream):
             if n == 2:
@@ -151,7 +154,8 @@ def test_openai_error_mid_stream_reaches_the_caller_and_keeps_the_partial_reply(
     mem: Memori, llm: LLMServer
 ) -> None:
     llm.error_after = 2
-    client = mem.llm.register(oai(llm))
+    client = oai(llm)
+    mem.llm.register(client)
     got = []
     with pytest.raises(openai.APIError, match="stream broke"):
         for chunk in client.chat.completions.create(model="m", messages=[USER], stream=True):
@@ -163,23 +167,25 @@ def test_openai_error_mid_stream_reaches_the_caller_and_keeps_the_partial_reply(
 def test_sdk_retries_capture_once_and_failed_calls_capture_nothing(
     mem: Memori, llm: LLMServer
 ) -> None:
-    client = mem.llm.register(oai(llm, max_retries=2))
+    client = oai(llm, max_retries=2)
+    mem.llm.register(client)
     llm.fail_next = 1
     client.chat.completions.create(model="m", messages=[USER])
     assert len(llm.requests) == 2
     assert len(stored(mem)) == 2
     llm.fail_next = 5
+    once = oai(llm, max_retries=0)
+    mem.llm.register(once)
     with pytest.raises(openai.InternalServerError):
-        mem.llm.register(oai(llm, max_retries=0)).chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "lost"}]
-        )
+        once.chat.completions.create(model="m", messages=[{"role": "user", "content": "lost"}])
     assert len(stored(mem)) == 2
 
 
 def test_tool_call_sequence_keeps_its_structure_and_is_captured_in_order(
     mem: Memori, llm: LLMServer
 ) -> None:
-    client = mem.llm.register(oai(llm))
+    client = oai(llm)
+    mem.llm.register(client)
     messages: list[dict[str, Any]] = [{"role": "user", "content": "What is the weather?"}]
     first = client.chat.completions.create(model="m", messages=messages)
     call = first.choices[0].message.tool_calls[0]
@@ -202,7 +208,8 @@ def test_tool_call_sequence_keeps_its_structure_and_is_captured_in_order(
 
 
 def test_async_openai_attribution_follows_each_task(mem: Memori, llm: LLMServer) -> None:
-    client = mem.llm.register(openai.AsyncOpenAI(base_url=llm.url + "/v1", api_key="test"))
+    client = openai.AsyncOpenAI(base_url=llm.url + "/v1", api_key="test")
+    mem.llm.register(client)
     threads: list[str] = []
     recall = mem.recall
 
@@ -239,7 +246,8 @@ def test_async_openai_attribution_follows_each_task(mem: Memori, llm: LLMServer)
 
 
 def test_threads_keep_their_own_attribution(mem: Memori, llm: LLMServer) -> None:
-    client = mem.llm.register(oai(llm))
+    client = oai(llm)
+    mem.llm.register(client)
 
     def talk(entity: str) -> None:
         with mem.attribution(entity):
@@ -261,7 +269,8 @@ def test_threads_keep_their_own_attribution(mem: Memori, llm: LLMServer) -> None
 # -- OpenAI Responses ------------------------------------------------------------------------
 def test_responses_api_injects_instructions_and_captures(mem: Memori, llm: LLMServer) -> None:
     remember_tea(mem)
-    client = mem.llm.register(oai(llm))
+    client = oai(llm)
+    mem.llm.register(client)
     response = client.responses.create(model="m", input="Which tea?", instructions="Be brief.")
     assert response.output_text == "Echo: Which tea?"
     assert sent_system(llm).startswith("Be brief.\n\n<memori-memories>")
@@ -278,7 +287,8 @@ def test_responses_api_injects_instructions_and_captures(mem: Memori, llm: LLMSe
 # -- Anthropic -------------------------------------------------------------------------------
 def test_anthropic_create_and_stream(mem: Memori, llm: LLMServer) -> None:
     remember_tea(mem)
-    client = mem.llm.register(claude(llm))
+    client = claude(llm)
+    mem.llm.register(client)
     message = client.messages.create(model="c", max_tokens=50, messages=[USER])
     assert type(message) is anthropic.types.Message
     assert "genmaicha" in sent_system(llm)
@@ -300,7 +310,8 @@ def test_anthropic_create_and_stream(mem: Memori, llm: LLMServer) -> None:
 
 
 def test_anthropic_tool_use_and_error_mid_stream(mem: Memori, llm: LLMServer) -> None:
-    client = mem.llm.register(claude(llm))
+    client = claude(llm)
+    mem.llm.register(client)
     asked = [{"role": "user", "content": "What is the weather?"}]
     first = client.messages.create(model="c", max_tokens=50, messages=asked)
     tool_use = first.content[0]
@@ -332,7 +343,8 @@ def test_anthropic_tool_use_and_error_mid_stream(mem: Memori, llm: LLMServer) ->
 
 def test_async_anthropic_create_and_stream_helper(mem: Memori, llm: LLMServer) -> None:
     remember_tea(mem)
-    client = mem.llm.register(anthropic.AsyncAnthropic(base_url=llm.url, api_key="test"))
+    client = anthropic.AsyncAnthropic(base_url=llm.url, api_key="test")
+    mem.llm.register(client)
 
     async def main() -> str:
         message = await client.messages.create(model="c", max_tokens=50, messages=[USER])
@@ -383,7 +395,8 @@ def test_injection_escapes_delimiters_marks_assistant_memories_and_skips_what_is
             {"role": "user", "content": "Thanks, I'll take it next time."},
         ])  # fmt: skip
     mem.new_session()
-    client = mem.llm.register(oai(llm))
+    client = oai(llm)
+    mem.llm.register(client)
     client.chat.completions.create(model="m", messages=[USER])
     system = sent_system(llm)
     assert system.count("</memori-memories>") == 1 and system.endswith("</memori-memories>")
@@ -406,7 +419,8 @@ def test_injection_budget_threshold_and_switches(mem: Memori, llm: LLMServer) ->
             ]
         )
     mem.new_session()
-    client = mem.llm.register(oai(llm))
+    client = oai(llm)
+    mem.llm.register(client)
     mem.llm.injection.budget_tokens = 120
     client.chat.completions.create(model="m", messages=[USER])
     system = sent_system(llm)
@@ -430,7 +444,8 @@ def test_a_failed_capture_never_breaks_the_call_and_is_spooled(
         raise sqlite3.OperationalError("database or disk is full")
 
     monkeypatch.setattr(store_messages, "add_messages", full)
-    client = mem.llm.register(oai(llm))
+    client = oai(llm)
+    mem.llm.register(client)
     result = client.chat.completions.create(model="m", messages=[USER], memori_inject=False)
     assert result.choices[0].message.content.startswith("Echo")
     mem.llm.flush()
@@ -450,6 +465,8 @@ def test_a_failed_capture_never_breaks_the_call_and_is_spooled(
 def test_register_rejects_other_clients_and_is_idempotent(mem: Memori, llm: LLMServer) -> None:
     with pytest.raises(TypeError, match=r"cannot wrap a builtins\.object"):
         mem.llm.register(object())
-    client = mem.llm.register(mem.llm.register(oai(llm)))
+    client = oai(llm)
+    assert mem.llm.register(client) is mem
+    mem.llm.register(client)
     client.chat.completions.create(model="m", messages=[USER])
     assert len(stored(mem)) == 2

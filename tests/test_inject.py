@@ -64,7 +64,8 @@ def block_for(mem: Memori, question: str) -> str:
 def test_the_replayed_transcript_injects_the_current_city_and_the_job(
     tomas: Memori, server: LLMServer
 ) -> None:
-    client = tomas.llm.register(openai.OpenAI(base_url=server.url + "/v1", api_key="test"))
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="test")
+    tomas.llm.register(client)
     client.chat.completions.create(
         model="m", messages=[{"role": "user", "content": "Which city do I live in?"}]
     )

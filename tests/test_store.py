@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import sqlean
 
-from memori_cli import ExtensionError, Memori, PermissionsWarning
-from memori_cli.store import Store
+from memori_cli import Memori, PermissionsWarning
+from memori_cli.store import Store, connect
 from memori_cli.store.migrations import migrations
 
 
@@ -85,19 +85,16 @@ def test_callable_connection_factory(tmp_path: Path) -> None:
     assert mem.store.path == path
 
 
-def test_connection_without_extension_loading_gets_a_clear_error(tmp_path: Path) -> None:
+def test_connection_without_extension_loading_works_on_the_numpy_path(tmp_path: Path) -> None:
+    # Issue 11 reversed the old refusal (ExtensionError): a stdlib connection keeps full
+    # function, with vectors searched in process.
     path = tmp_path / "stdlib.db"
-    probe = sqlite3.connect(":memory:")
-    if hasattr(probe, "enable_load_extension"):
-        try:
-            probe.enable_load_extension(True)
-        except sqlite3.Error:
-            pass
-        else:
-            pytest.skip("this Python's sqlite3 can load extensions")
     mem = Memori(conn=lambda: sqlite3.connect(str(path)))
-    with pytest.raises(ExtensionError, match=r"sqlean\.connect"):
-        mem.recall("x")
+    mem.add_messages([{"role": "user", "content": "stdlib connections work"}])
+    assert [h.content for h in mem.recall("stdlib")] == ["stdlib connections work"]
+    path_name, why = connect.vector_path(mem.store.conn)
+    if not connect.has_vec(mem.store.conn):
+        assert path_name == "numpy" and "numpy" in why
 
 
 def test_sqlite_utils_runs_on_the_same_driver(mem: Memori) -> None:

@@ -13,7 +13,7 @@ call, or set ``mem.llm.injection.enabled = False``, to leave memories out.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..attribution import Attribution
 from ..config import read_file
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LLM", "InjectionSettings", "forget_spooled", "spool_path", "spooled"]
 
-ClientT = TypeVar("ClientT")
+#: The coordinator that owns ``mem.llm`` (:class:`memori_cli.Memori`); ``register`` returns it.
+HostT = TypeVar("HostT", bound="Host")
 SUPPORTED = (
     "openai.OpenAI, openai.AsyncOpenAI, anthropic.Anthropic, anthropic.AsyncAnthropic, "
     "llama_cpp.Llama"
@@ -60,28 +61,41 @@ def _llama_counter(model: Any) -> inject.TokenCounter:
     return count
 
 
-class LLM:
+class LLM(Generic[HostT]):
     """``mem.llm``: registers clients, holds the injection settings and the capture writer."""
 
-    def __init__(self, mem: Host):
+    def __init__(self, mem: HostT):
         self._mem = mem
         self.injection = InjectionSettings.from_config(read_file().get("injection", {}))
         self.writer = Writer(mem)
         #: The block injected into the most recent call (None if it got none): `/why` in chat.
         self.last_block: str | None = None
 
-    def register(self, client: ClientT) -> ClientT:
-        """Wrap ``client`` in place (and return it): every call is captured and gets the
-        entity's memories in its system prompt. Registering again is harmless.
+    def register(self, *clients: Any) -> HostT:
+        """Wrap each client in place: every call through it is captured and gets the entity's
+        memories in its system prompt. Returns the :class:`~memori_cli.Memori` itself, so calls
+        chain (``Memori(conn=...).llm.register(client).attribution(...)``); the caller's
+        client objects are the ones that capture. Registering again is harmless.
 
-        Raises ``TypeError`` for a client of another kind.
+        Raises ``TypeError`` for a client of another kind, or when no client is given; nothing
+        is wrapped then (every client is checked before the first is wrapped).
         """
-        kind = _kind(client)
-        if kind is None:
-            raise TypeError(
-                f"memori cannot wrap a {type(client).__module__}.{type(client).__name__}; "
-                f"supported clients: {SUPPORTED}"
-            )
+        if not clients:
+            raise TypeError("register() needs at least one client to wrap")
+        kinds = []
+        for client in clients:
+            kind = _kind(client)
+            if kind is None:
+                raise TypeError(
+                    f"memori cannot wrap a {type(client).__module__}.{type(client).__name__}; "
+                    f"supported clients: {SUPPORTED}"
+                )
+            kinds.append(kind)
+        for client, kind in zip(clients, kinds, strict=True):
+            self._wrap(client, kind)
+        return self._mem
+
+    def _wrap(self, client: Any, kind: str) -> None:
         is_async = kind.startswith("async-")
         target: Any = client
         if kind.endswith("openai"):
@@ -94,7 +108,6 @@ class LLM:
             adapter = ChatAdapter("llama_cpp")
             adapter.count_tokens = _llama_counter(target)
             self._patch(target, "create_chat_completion", adapter, False)
-        return client
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every captured exchange is in the store; False on timeout."""

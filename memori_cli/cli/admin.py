@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import platform
@@ -200,7 +201,9 @@ def _holders(db_path: Path | None) -> list[int]:
 def doctor_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Check the installation and the store; exit 1 if something is broken.
 
-    Reports the SQLite driver, SQLite and sqlite-vec versions, the data paths and their
+    Reports the SQLite driver, SQLite and sqlite-vec versions, which vector search path the
+    store takes (sqlite-vec or numpy) and why, whether `import memori` is this package (the
+    upstream memori distribution installs the same name), the data paths and their
     permissions, whether the daemon runs, and optional components.
     """
     checks: list[dict[str, Any]] = [
@@ -236,6 +239,10 @@ def doctor_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
         )
     except MemoriError as exc:
         checks.append({"check": "sqlite", "status": "fail", "detail": str(exc)})
+    checks.append(_vector_path_check(conn, opened))
+    if opened:
+        checks.append(_fts_check(conn))
+    checks.append(_import_name_check())
     checks.append(_dir_check("data dir", paths.data_dir()))
     if opened:
         checks.append(_wal_check(mem))
@@ -276,6 +283,86 @@ def doctor_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
         out.print(table)
     if any(c["status"] == "fail" for c in checks):
         raise typer.Exit(1)
+
+
+def _vector_path_check(conn: Any, opened: bool) -> dict[str, Any]:
+    """Which vector search this store's connection takes and why, and what a stdlib
+    ``sqlite3`` connection (``Memori(conn=lambda: sqlite3.connect(...))``) would take."""
+    import sqlite3
+
+    from ..store import vec0
+
+    name, why = connect.vector_path(conn)
+    if opened and name == "sqlite-vec" and not vec0.usable(conn):
+        with contextlib.suppress(Exception):  # a store without vectors yet has no index
+            if conn.execute("SELECT 1 FROM message_embeddings LIMIT 1").fetchone():
+                name, why = (
+                    "numpy",
+                    (
+                        why + ", but its vec0 index lags vectors written without sqlite-vec; "
+                        "searches take the numpy path until the next write brings it in step"
+                    ),
+                )
+    probe = sqlite3.connect(":memory:")
+    try:
+        stdlib_name, _ = connect.vector_path(probe)
+        stdlib = f"SQLite {sqlite3.sqlite_version}: the {stdlib_name} path"
+        try:
+            connect.check_fts5(probe)
+        except MemoriError:
+            stdlib += ", and no FTS5: memori cannot use it"
+    finally:
+        probe.close()
+    return {
+        "check": "vector path",
+        "status": "ok",
+        "detail": f"{name}: {why} (a stdlib sqlite3 connection here: {stdlib})",
+    }
+
+
+def _fts_check(conn: Any) -> dict[str, Any]:
+    if connect.fts_secure_delete(conn):
+        detail = "FTS5 with secure-delete: forgotten text leaves the search index at once"
+    else:
+        detail = (
+            "FTS5 without secure-delete (the store was made or opened by SQLite before 3.44): "
+            "forgetting merges the search index so forgotten text leaves it"
+        )
+    return {"check": "search index", "status": "ok", "detail": detail}
+
+
+def _import_name_check() -> dict[str, Any]:
+    """``import memori`` is memori-cli's re-export, unless the upstream ``memori``
+    distribution is installed too (it ships a package of the same name)."""
+    import importlib.metadata
+
+    import memori_cli
+
+    owners = importlib.metadata.packages_distributions().get("memori", [])
+    others = sorted({d for d in owners if d.lower().replace("_", "-") != "memori-cli"})
+    try:
+        import memori
+
+        ours = getattr(memori, "Memori", None) is memori_cli.Memori
+        where = str(getattr(memori, "__file__", "?"))
+    except Exception as exc:  # another package's import failing
+        ours, where = False, f"(import failed: {exc})"
+    if not others and ours:
+        return {"check": "import memori", "status": "ok",
+                "detail": "`from memori import Memori` gives memori-cli's Memori"}  # fmt: skip
+    clash = f"the {', '.join(others) or 'unknown'} distribution also installs `memori`"
+    if ours:
+        return {"check": "import memori", "status": "warn",
+                "detail": f"{clash}; memori-cli's currently wins, but reinstalling either "
+                "flips it. Keep them in separate environments, or import memori_cli"}  # fmt: skip
+    return {
+        "check": "import memori",
+        "status": "fail",
+        "detail": f"{clash}, and `import memori` gives that one ({where}), not memori-cli: "
+        "`from memori import Memori` is not this Memori. Uninstall it "
+        f"(pip uninstall {others[0] if others else 'memori'}), keep them in separate "
+        "environments, or import memori_cli",
+    }
 
 
 def _dir_check(name: str, path: Path) -> dict[str, Any]:

@@ -19,6 +19,10 @@ from ..memori import Memori
 from ..store.connect import DatabaseError
 from ..store.core import MAX_ROWID
 
+#: What a command reports as a clean one-line error: memori's own, and any SQLite driver's.
+REPORTED: tuple[type[Exception], ...] = (MemoriError, *DatabaseError)
+REPORTED_OR_OS: tuple[type[Exception], ...] = (*REPORTED, OSError)
+
 #: The largest id an argument takes (``typer.Argument(max=MAX_ID)``): ids name SQLite rows,
 #: and past 64 bits no row can exist, so a larger one is a usage error that says so.
 MAX_ID = MAX_ROWID
@@ -76,7 +80,7 @@ def entity_note(mem: Memori, entity: str | None, *, quiet: bool = False) -> str:
     if entity is None and not quiet:
         try:
             count = mem.entity_count()
-        except (MemoriError, DatabaseError):
+        except REPORTED:
             count = 0
         if count > 1:
             err.print(
@@ -125,7 +129,7 @@ def handle_errors(func: F) -> F:
             except InvalidIdError as exc:
                 err.print(f"[red]Error:[/] {escape(str(exc))}", highlight=False)
                 raise typer.Exit(2) from None
-            except (MemoriError, DatabaseError, OSError) as exc:
+            except REPORTED_OR_OS as exc:
                 err.print(f"[red]Error:[/] {escape(str(exc))}", highlight=False)
                 raise typer.Exit(1) from None
 

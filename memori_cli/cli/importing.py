@@ -10,10 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import DownloadColumn
 
-from ..errors import MemoriError
 from ..importers import FORMATS, MAX_UNZIPPED_MB, partial_report
-from ..store.connect import DatabaseError
-from .common import err, escape, handle_errors, print_json, state, with_progress
+from .common import REPORTED_OR_OS, err, escape, handle_errors, print_json, state, with_progress
 
 if TYPE_CHECKING:
     from ..importers import ImportReport
@@ -67,7 +65,7 @@ def import_command(
     )  # fmt: skip
     try:
         report = _run_import(run, path, json_output=json_output)
-    except (MemoriError, DatabaseError, OSError) as exc:
+    except REPORTED_OR_OS as exc:
         partial = partial_report(exc)
         if partial is None:
             raise  # nothing was stored: the error boundary says what went wrong

@@ -1,15 +1,23 @@
 """Open the store: the one module that opens SQLite databases.
 
-memori uses the sqlean.py driver (a drop-in ``sqlite3`` with SQLite 3.50 that can load
-extensions) so sqlite-vec loads on every platform. sqlite-utils imports ``pysqlite3`` if it can,
-else the stdlib ``sqlite3``, and catches that module's exceptions; wrapping a sqlean connection
-while sqlite-utils speaks stdlib ``sqlite3`` breaks ``INSERT ... RETURNING`` through ``db.query``
-("cannot release savepoint"). So sqlean is registered as ``pysqlite3`` here, before sqlite-utils
-is first imported, and one driver serves the whole process.
+memori opens stores by path with the sqlean.py driver (a drop-in ``sqlite3`` with SQLite 3.50
+that can load extensions), so sqlite-vec loads on every platform. A connection a caller hands
+over may come from any DB-API 2.0 SQLite driver (stdlib ``sqlite3``, ``sqlean``,
+``pysqlite3``, an ``apsw`` shim): where it cannot load sqlite-vec, vectors are searched in
+process with numpy instead (:func:`vector_path` says which path a connection takes, and why).
+
+sqlite-utils imports ``pysqlite3`` if it can, else the stdlib ``sqlite3``, and catches that
+module's exceptions; wrapping a sqlean connection while sqlite-utils speaks stdlib ``sqlite3``
+breaks ``INSERT ... RETURNING`` through ``db.query`` ("cannot release savepoint"). So sqlean is
+registered as ``pysqlite3`` here, before sqlite-utils is first imported, and sqlite-utils
+speaks sqlean for the whole process (a caller's stdlib connection wrapped by it works: memori
+catches every driver's errors, :data:`DatabaseError`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -37,23 +45,53 @@ if getattr(sqlite_utils.utils, "sqlite3", None) is not sqlean:  # pragma: no cov
     sqlite_utils.utils.dbapi2 = sqlean.dbapi2  # type: ignore[attr-defined]
 
 driver = sqlean
-DatabaseError: type[Exception] = sqlean.dbapi2.Error
+
+
+def _driver_errors() -> tuple[type[Exception], ...]:
+    errors: list[type[Exception]] = [sqlean.dbapi2.Error, sqlite3.Error]
+    pysqlite3 = sys.modules.get("pysqlite3.dbapi2")  # the real one, if it came first
+    if pysqlite3 is not None and isinstance(getattr(pysqlite3, "Error", None), type):
+        errors.append(pysqlite3.Error)
+    return tuple(dict.fromkeys(errors))
+
+
+#: The base error of every SQLite driver memori may be handed a connection of (sqlean, the
+#: stdlib ``sqlite3``, ``pysqlite3``): catch it as ``except DatabaseError``.
+DatabaseError: tuple[type[Exception], ...] = _driver_errors()
 BUSY_TIMEOUT_MS = 30_000
 
 ConnectionFactory = Callable[[], Any]
 
+#: FTS5's ``secure-delete`` option (forgotten text leaves the index at once) needs SQLite 3.44.
+SECURE_DELETE_FTS = (3, 44, 0)
+FTS_TABLES = ("messages_fts", "memories_fts")
+
 _VEC_HELP = (
-    "this SQLite connection cannot load extensions, and memori needs the sqlite-vec "
-    "extension. Pass a path (Memori(conn='memori.db')) or a factory returning a sqlean "
+    "this SQLite connection cannot load extensions, so sqlite-vec is not available to it; "
+    "memori searches vectors in process with numpy instead (the same results). To use "
+    "sqlite-vec, pass a path (Memori(conn='memori.db')) or a factory returning a sqlean "
     "connection: `import sqlean; Memori(conn=lambda: sqlean.connect('memori.db'))` "
-    "(sqlean.py is installed with memori). The stdlib sqlite3 module of many Python builds "
-    "cannot load extensions."
+    "(sqlean.py is installed with memori)."
 )
 
 
 def connect_path(path: str) -> Any:
     """A new sqlean connection to ``path`` in autocommit mode (memori opens its own txns)."""
     return sqlean.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+
+
+def same_driver(conn: Any, path: str) -> Any:
+    """A new connection to ``path`` from the driver ``conn`` comes from, in autocommit mode and
+    usable from any thread. The same driver, because two copies of the SQLite library in one
+    process must not hold the same file (closing one copy's file descriptor drops the other
+    copy's POSIX locks: https://www.sqlite.org/howtocorrupt.html, section 2.2)."""
+    import importlib
+
+    module_name = type(conn).__module__
+    module = importlib.import_module(module_name)
+    if not hasattr(module, "connect"):
+        module = importlib.import_module(module_name.split(".")[0])
+    return module.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
 
 
 def connect_read_only(path: str) -> Any:
@@ -87,11 +125,20 @@ def connect_read_only(path: str) -> Any:
 
 
 def configure(conn: Any, *, read_only: bool = False) -> sqlite_utils.Database:
-    """Load sqlite-vec, set the pragmas memori relies on, and wrap ``conn`` for sqlite-utils.
+    """Load sqlite-vec where the connection can, set the pragmas memori relies on, and wrap
+    ``conn`` for sqlite-utils.
 
-    ``read_only`` (a connection from :func:`connect_read_only`) leaves the journal mode alone:
-    switching to WAL writes the file."""
-    load_vec(conn)
+    Set on every connection (a caller's too): ``isolation_level = None`` (memori opens its own
+    ``BEGIN IMMEDIATE`` transactions), ``busy_timeout = 30000``, ``foreign_keys = ON``,
+    ``cache_size = -32768``, ``secure_delete = ON``, and on a writable store
+    ``journal_mode = WAL`` with ``synchronous = NORMAL``. A connection that cannot load
+    sqlite-vec is fine (vectors go the numpy path); one whose SQLite lacks FTS5 raises
+    :class:`ExtensionError`. ``read_only`` (a connection from :func:`connect_read_only`) leaves
+    the journal mode alone: switching to WAL writes the file."""
+    with contextlib.suppress(ExtensionError):
+        # No sqlite-vec here: vector_path() says so, and vectors.knn searches with numpy.
+        load_vec(conn)
+    check_fts5(conn)
     conn.isolation_level = None  # explicit BEGIN IMMEDIATE / COMMIT, never implicit
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
@@ -153,11 +200,126 @@ def load_vec(conn: Any) -> None:
         raise ExtensionError(f"could not load sqlite-vec ({exc}); {_VEC_HELP}") from exc
 
 
+def has_vec(conn: Any) -> bool:
+    """Whether sqlite-vec is loaded into ``conn`` (a probe of a few microseconds)."""
+    try:
+        conn.execute("SELECT vec_version()").fetchone()
+        return True
+    except Exception:  # "no such function", whichever driver raises it
+        return False
+
+
+def vector_path(conn: Any) -> tuple[str, str]:
+    """Which vector search ``conn`` takes, ``"sqlite-vec"`` or ``"numpy"``, and why."""
+    if has_vec(conn):
+        (version,) = conn.execute("SELECT vec_version()").fetchone()
+        return (
+            "sqlite-vec",
+            f"sqlite-vec {version} is loaded into the {driver_name(conn)} connection",
+        )
+    if not hasattr(conn, "enable_load_extension"):
+        why = (
+            f"the {driver_name(conn)} connection cannot load extensions (no enable_load_extension)"
+        )
+    else:
+        try:
+            load_vec(conn)
+        except ExtensionError as exc:
+            why = (
+                f"sqlite-vec did not load into the {driver_name(conn)} connection ({exc.__cause__})"
+            )
+        else:  # pragma: no cover (configure() would have loaded it)
+            return vector_path(conn)
+    return "numpy", why + "; vectors are BLOBs searched in process with numpy"
+
+
+def driver_name(conn: Any) -> str:
+    """The DB-API module ``conn`` comes from, with its version where it has one."""
+    module_name = type(conn).__module__.split(".")[0]
+    if module_name == "sqlean":
+        return f"sqlean.py {getattr(sqlean, 'version', '?')}"
+    if module_name == "sqlite3":
+        return "stdlib sqlite3"
+    return module_name
+
+
+def sqlite_version(conn: Any) -> tuple[int, ...]:
+    """The SQLite library version behind ``conn``, as a tuple of ints."""
+    (text,) = conn.execute("SELECT sqlite_version()").fetchone()
+    return tuple(int(part) for part in str(text).split(".")[:3])
+
+
+def check_fts5(conn: Any) -> None:
+    """Raise :class:`ExtensionError` unless ``conn``'s SQLite has FTS5 (lexical recall)."""
+    try:
+        (used,) = conn.execute("SELECT sqlite_compileoption_used('ENABLE_FTS5')").fetchone()
+        if used:
+            return
+        conn.execute("CREATE VIRTUAL TABLE temp.memori_fts5_probe USING fts5(x)")
+        conn.execute("DROP TABLE temp.memori_fts5_probe")
+    except Exception as exc:  # the driver's OperationalError: "no such module: fts5"
+        raise ExtensionError(
+            f"the SQLite library behind this {driver_name(conn)} connection (SQLite "
+            f"{'.'.join(map(str, sqlite_version(conn)))}) was built without FTS5, which memori "
+            "needs for lexical recall. Pass a path or a sqlean connection instead "
+            "(`import sqlean; Memori(conn=lambda: sqlean.connect('memori.db'))`)"
+        ) from exc
+
+
+def fts_secure_delete(conn: Any) -> bool:
+    """Whether the FTS5 indexes drop forgotten text at once (``secure-delete``)."""
+    try:
+        row = conn.execute("SELECT v FROM messages_fts_config WHERE k = 'secure-delete'").fetchone()
+    except Exception:  # no index yet
+        return False
+    return bool(row and int(row[0]))
+
+
+def enable_fts_secure_delete(conn: Any) -> None:
+    """Inside a write transaction: turn on FTS5 ``secure-delete`` where SQLite has it."""
+    if sqlite_version(conn) < SECURE_DELETE_FTS:
+        return
+    for table in FTS_TABLES:
+        conn.execute(f"INSERT INTO {table} ({table}, rank) VALUES ('secure-delete', 1)")
+
+
+def downgrade_fts(conn: Any) -> bool:
+    """Inside a write transaction: make the FTS5 indexes readable by this SQLite, if it is older
+    than 3.44 and they were written with ``secure-delete`` (format version 5, which SQLite
+    before 3.44 refuses to read). The option is dropped and each index rebuilt from its table
+    (once); forgetting then purges the index by merging it (:func:`purge_fts`). True if it
+    rebuilt."""
+    if sqlite_version(conn) >= SECURE_DELETE_FTS:
+        return False
+    rebuilt = False
+    for table in FTS_TABLES:
+        try:
+            row = conn.execute(f"SELECT v FROM {table}_config WHERE k = 'version'").fetchone()
+        except Exception:  # no such table: the schema is not there yet
+            continue
+        if row is None or int(row[0]) <= 4:
+            continue
+        conn.execute(f"DELETE FROM {table}_config WHERE k = 'secure-delete'")
+        conn.execute(f"UPDATE {table}_config SET v = 4 WHERE k = 'version'")
+        conn.execute(f"INSERT INTO {table} ({table}) VALUES ('rebuild')")
+        rebuilt = True
+    return rebuilt
+
+
+def purge_fts(conn: Any) -> None:
+    """Inside a write transaction, after deleting rows: where FTS5 ``secure-delete`` is off
+    (SQLite before 3.44), merge the indexes so the deleted rows' words leave them now."""
+    if fts_secure_delete(conn):
+        return
+    for table in FTS_TABLES:
+        conn.execute(f"INSERT INTO {table} ({table}) VALUES ('optimize')")
+
+
 def versions(conn: Any) -> dict[str, str]:
-    """Driver, SQLite and sqlite-vec versions as seen through ``conn``."""
-    sqlite_version, vec_version = conn.execute("SELECT sqlite_version(), vec_version()").fetchone()
-    return {
-        "driver": f"sqlean.py {getattr(sqlean, 'version', '?')}",
-        "sqlite": sqlite_version,
-        "sqlite_vec": vec_version,
-    }
+    """Driver, SQLite and sqlite-vec versions as seen through ``conn`` (sqlite-vec is
+    ``"not loaded"`` on a connection that cannot load it)."""
+    (sqlite_text,) = conn.execute("SELECT sqlite_version()").fetchone()
+    vec = "not loaded"
+    if has_vec(conn):
+        (vec,) = conn.execute("SELECT vec_version()").fetchone()
+    return {"driver": driver_name(conn), "sqlite": sqlite_text, "sqlite_vec": vec}

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import paths
 from ..errors import NoStoreError, ReadOnlyStoreError, StoreError, StoreFullError
-from . import connect
+from . import connect, vec0
 from .matrix import Matrices
 from .migrations import APPLICATION_ID, migrations
 
@@ -127,13 +127,64 @@ def read_only_message(where: str) -> str:
     )
 
 
+def is_connection(value: Any) -> bool:
+    """Whether ``value`` looks like a DB-API 2.0 connection (rather than a path or factory)."""
+    return all(hasattr(value, name) for name in ("execute", "cursor", "commit", "close"))
+
+
+def _given_path(conn: Any) -> Path | None:
+    """The main database file of a caller's connection, or None (in-memory, or unknown)."""
+    try:
+        for _, name, file in conn.execute("PRAGMA database_list").fetchall():
+            if name == "main" and file:
+                return Path(file)
+    except Exception:  # another thread's connection, or a closed one: learnt on first use
+        pass
+    return None
+
+
+def _usable_here(conn: Any) -> bool:
+    """Whether this thread may use ``conn`` (a stdlib connection made on another thread with
+    ``check_same_thread=True`` may not)."""
+    try:
+        conn.execute("SELECT 1").fetchone()
+    except Exception as exc:  # the driver's ProgrammingError
+        if "thread" in str(exc):
+            return False
+        raise
+    return True
+
+
+def _check_idle(conn: Any) -> None:
+    """Raise :class:`StoreError` if the caller left ``conn`` inside a transaction: memori
+    opens its own (``BEGIN IMMEDIATE``), and committing the caller's would not be ours to do."""
+    if getattr(conn, "autocommit", None) is False:
+        raise StoreError(
+            "the connection was opened with autocommit=False, so it is always inside a "
+            "transaction, and memori runs its own transactions; open it with the default "
+            "autocommit (sqlite3.connect('memori.db')) or pass a path"
+        )
+    if getattr(conn, "in_transaction", False):
+        raise StoreError(
+            "the connection handed to memori is inside a transaction; commit or roll it back "
+            "first (memori runs its own transactions, and does not commit yours)"
+        )
+
+
 class Store:
     """A memori store.
 
-    ``conn`` is a path, a callable returning a sqlite3-compatible connection, or ``None`` for
-    the default store (``$MEMORI_HOME/memori.db`` or the platform's data folder). Each thread
-    gets its own connection; the schema is migrated once, on first use. With ``create=False``
-    a missing store file raises :class:`NoStoreError` instead of being created.
+    ``conn`` is a path, a DB-API 2.0 SQLite connection, a callable returning one (any driver:
+    stdlib ``sqlite3``, ``sqlean``, ``pysqlite3``, an ``apsw`` shim), or ``None`` for the
+    default store (``$MEMORI_HOME/memori.db`` or the platform's data folder). Each thread gets
+    its own connection; the schema is migrated once, on first use. With ``create=False`` a
+    missing store file raises :class:`NoStoreError` instead of being created.
+
+    A connection the caller hands over (itself, or from their factory) stays theirs: memori
+    never closes it, and uses it only on the thread that first used it. Another thread that
+    gets the same connection object (the capture writer, ``arecall``) gets a connection of
+    its own to the same file, from the same driver, which memori closes; a connection that is
+    inside a transaction is refused with :class:`StoreError`, as memori runs its own.
 
     A store file at a path that memori cannot write (the file or its folder is not writable,
     or the file system is mounted read-only) is opened read-only: reading works, nothing is
@@ -157,15 +208,27 @@ class Store:
 
             self._factory: connect.ConnectionFactory = factory
             self._by_path = True
+        elif is_connection(conn):
+            given = conn
+            # Learnt now, on the thread that hands it over: another thread may not query it.
+            self.path = _given_path(given)
+
+            def handed() -> Any:
+                return given
+
+            self._factory = handed
+            self._by_path = False
         elif callable(conn):
             self.path = None
             self._factory = conn
             self._by_path = False
         else:
             raise TypeError(
-                f"conn must be a path, a callable returning a connection, or None; "
-                f"got {type(conn).__name__}"
+                f"conn must be a path, a connection, a callable returning a connection, or "
+                f"None; got {type(conn).__name__}"
             )
+        #: Connections memori opened itself (closed by :meth:`close`); the caller's are not.
+        self._owned: list[Any] = []
         self._local = threading.local()
         self.matrices: Matrices | None = Matrices(self.path) if self.path is not None else None
         self._migrate_lock = threading.Lock()
@@ -173,6 +236,8 @@ class Store:
         self._connections: list[Any] = []
         #: Whether the store was opened read-only (known once a connection is open).
         self.read_only = False
+        #: Augmentation jobs queued through this store object (``mem.augmentation.wait``).
+        self.queued_jobs: set[int] = set()
 
     # -- connections ---------------------------------------------------------------------
     @property
@@ -185,24 +250,37 @@ class Store:
         return conn
 
     def _open(self) -> Any:
-        if self.path is not None:
+        if self.path is not None and self._by_path:
             self._prepare_file(self.path)
         read_only = self._by_path and self.path is not None and not writable(self.path)
         try:
             raw = connect.connect_read_only(str(self.path)) if read_only else self._factory()
         except Exception as exc:
             raise StoreError(f"cannot open the store at {self.describe()}: {exc}") from exc
+        owned = self._by_path
+        if not owned:
+            raw, owned = self._for_this_thread(raw)
+
+        def release() -> None:
+            if owned:
+                raw.close()
+
         try:
             connect.retry_locked(lambda: self._check_identity(raw))
+            if not owned:
+                _check_idle(raw)
+            db = connect.configure(raw, read_only=read_only)
         except BaseException:
-            raw.close()
+            release()
             raise
-        db = connect.configure(raw, read_only=read_only)
+        self._local.vec = connect.has_vec(raw)
+        if owned:
+            self._owned.append(raw)
         if read_only:
             try:
                 self._check_read_only_schema(db)
             except BaseException:
-                raw.close()
+                release()
                 raise
             self.read_only = True
             self.matrices = None  # the matrix copies are files next to the store: not ours
@@ -220,6 +298,29 @@ class Store:
                 self._migrated = True
         self._connections.append(raw)
         return raw
+
+    def _for_this_thread(self, raw: Any) -> tuple[Any, bool]:
+        """The caller's connection if this thread may use it, else one of memori's own to the
+        same file (and whether memori owns the one returned).
+
+        One SQLite connection serves one thread here: memori's transactions on it from two
+        threads would interleave, and a stdlib connection made with the default
+        ``check_same_thread=True`` refuses other threads outright. Each thread's connection is
+        in ``_connections``, so finding ``raw`` there means another thread uses it."""
+        if not any(c is raw for c in self._connections) and _usable_here(raw):
+            return raw, False
+        path = self.path
+        if path is None:
+            raise StoreError(
+                "the connection handed to memori belongs to another thread, and it is not to "
+                "a database file another connection could open (an in-memory database?). "
+                "Pass a factory that returns a new connection on each call "
+                "(Memori(conn=lambda: sqlite3.connect('memori.db'))), or a path"
+            )
+        try:
+            return connect.same_driver(raw, str(path)), True
+        except Exception as exc:
+            raise StoreError(f"cannot open the store at {path} for this thread: {exc}") from exc
 
     def _prepare_file(self, path: Path) -> None:
         """Refuse a path that is not a regular file; create the store's file if allowed."""
@@ -304,6 +405,8 @@ class Store:
         try:
             raw.execute("BEGIN IMMEDIATE")
             try:
+                # SQLite before 3.44 cannot read FTS5 indexes written with secure-delete.
+                connect.downgrade_fts(raw)
                 migrations.apply(db)
                 raw.execute("COMMIT")
             except BaseException:
@@ -327,13 +430,17 @@ class Store:
             self._local.conn = None
             with contextlib.suppress(ValueError):
                 self._connections.remove(conn)
-            conn.close()
+            if any(c is conn for c in self._owned):
+                self._owned = [c for c in self._owned if c is not conn]
+                conn.close()
 
     def close(self) -> None:
-        """Close every connection this store opened."""
-        for raw in self._connections:
+        """Close every connection this store opened itself; a connection the caller handed
+        over (directly or from their factory) is left open, theirs to close."""
+        for raw in self._owned:
             with contextlib.suppress(Exception):
                 raw.close()
+        self._owned.clear()
         self._connections.clear()
         self._local = threading.local()
 
@@ -347,10 +454,13 @@ class Store:
         conn = self.conn
         if self.read_only:
             raise ReadOnlyStoreError(read_only_message(self.describe()))
+        _check_idle(conn)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                if getattr(self._local, "vec", False):
+                    vec0.sync(conn)  # rows a connection without sqlite-vec wrote: into vec0
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from .core import Store, dict_rows, is_rowid, now_iso, rowids
@@ -44,8 +44,16 @@ class Job:
     owner: str
 
 
-def claim(store: Store, owner: str, *, limit: int = 1, lease: float = LEASE_SECONDS) -> list[Job]:
-    """Take up to ``limit`` due jobs (pending, or running with an expired lease), oldest first.
+def claim(
+    store: Store,
+    owner: str,
+    *,
+    limit: int = 1,
+    lease: float = LEASE_SECONDS,
+    ids: Collection[int] | None = None,
+) -> list[Job]:
+    """Take up to ``limit`` due jobs (pending, or running with an expired lease), oldest first;
+    with ``ids``, only among those jobs.
 
     A job whose lease expired ``MAX_ATTEMPTS`` times (its worker keeps dying on it) is parked
     as failed instead of being handed out again.
@@ -59,13 +67,14 @@ def claim(store: Store, owner: str, *, limit: int = 1, lease: float = LEASE_SECO
                WHERE status = 'running' AND lease_expires < ? AND attempts >= ?""",
             (now_iso(), now, MAX_ATTEMPTS),
         )
+        among = "" if ids is None else f"AND id IN ({','.join(map(str, rowids(ids))) or 'NULL'})"
         rows = conn.execute(
-            """UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires = ?,
+            f"""UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires = ?,
                    attempts = attempts + 1, updated_at = ?
                WHERE id IN (
                    SELECT id FROM jobs
-                   WHERE (status = 'pending' AND run_after <= ?)
-                      OR (status = 'running' AND lease_expires < ?)
+                   WHERE ((status = 'pending' AND run_after <= ?)
+                      OR (status = 'running' AND lease_expires < ?)) {among}
                    ORDER BY id LIMIT ?)
                RETURNING id, kind, entity_id, session_id, payload, attempts""",
             (owner, now + lease, now_iso(), now, now, int(limit)),
@@ -83,6 +92,21 @@ def claim(store: Store, owner: str, *, limit: int = 1, lease: float = LEASE_SECO
         for row in rows
     ]
     return sorted(jobs, key=lambda job: job.id)
+
+
+def unfinished(store: Store, ids: Collection[int]) -> dict[int, float]:
+    """Of the jobs ``ids``, those not done or failed yet: id -> when it is next due (its
+    ``run_after`` when pending, its lease's end when running). Jobs pruned or forgotten are
+    finished."""
+    wanted = rowids(ids)
+    if not wanted:
+        return {}
+    rows = store.conn.execute(
+        f"""SELECT id, CASE status WHEN 'running' THEN lease_expires ELSE run_after END
+            FROM jobs WHERE status IN ('pending', 'running')
+            AND id IN ({",".join(map(str, wanted))})"""
+    ).fetchall()
+    return {int(i): float(due or 0) for i, due in rows}
 
 
 def check_lease(conn: Any, job: Job) -> None:

@@ -1,7 +1,10 @@
-"""Large entities: a float32 copy of an entity's vectors, memory-mapped beside the database.
+"""A float32 copy of an entity's vectors, memory-mapped beside the database: the numpy path.
 
 sqlite-vec's KNN over one partition costs about 8 ms per 10k rows (no SIMD in the PyPI build);
-numpy over a memory-mapped matrix costs a tenth of that. The store stays the source of truth:
+numpy over a memory-mapped matrix costs a tenth of that, so large entities are searched here
+on every connection, and every entity is where the connection has no sqlite-vec (the stdlib
+``sqlite3`` of most Pythons). The copy is made from the vector BLOBs (``message_embeddings``),
+which any connection reads. The store stays the source of truth:
 each search checks the copy against ``message_embeddings`` (row count and highest id), catches
 up on rows it lacks, and rebuilds it from the store when rows were deleted. Augmentation
 appends new vectors as it commits them.
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .vec0 import read_chunks
 
 #: Entities with at least this many vectors are searched through the matrix (vec0 takes about
 #: 4 ms at this size, the matrix well under 1 ms).
@@ -58,13 +63,7 @@ class Matrices:
     ) -> list[tuple[int, float]]:
         """The entity's ``k`` nearest rows: (message id, cosine distance), nearest first."""
         ids, matrix = self._current(conn, table, entity_id, dim)
-        if len(ids) == 0:
-            return []
-        similarity = matrix @ np.asarray(vector, dtype=np.float32)
-        k = min(k, len(ids))
-        top = np.argpartition(-similarity, k - 1)[:k]
-        top = top[np.argsort(-similarity[top], kind="stable")]
-        return [(int(ids[i]), float(1.0 - similarity[i])) for i in top]
+        return nearest(ids, matrix, vector, k)
 
     def exists(self, entity_id: str) -> bool:
         """Whether the entity has a copy."""
@@ -142,7 +141,10 @@ class Matrices:
             handle.write(np.asarray([mid for mid, _ in kept], dtype=np.int64).tobytes())
 
     def _rebuild(self, conn: Any, table: str, entity_id: str, dim: int) -> None:
-        ids, matrix = _read_partition(conn, table, entity_id, dim)
+        if table.startswith("vec_"):
+            ids, matrix = _read_partition(conn, table, entity_id, dim)
+        else:
+            ids, matrix = read_blobs(conn, table, entity_id, dim)
         ids_path, vec_path = self._files(entity_id)
         for path, data in ((vec_path, matrix.tobytes()), (ids_path, ids.tobytes())):
             partial = path.with_suffix(path.suffix + ".partial")
@@ -166,6 +168,40 @@ class Matrices:
         return ids, cached[1][: len(ids)]
 
 
+def nearest(
+    ids: np.ndarray, matrix: np.ndarray, vector: np.ndarray, k: int
+) -> list[tuple[int, float]]:
+    """The ``k`` rows of ``matrix`` (unit vectors, one per id) nearest to ``vector``:
+    (id, cosine distance), nearest first, equal distances in id order. The numpy path's one
+    search; the sqlite-vec path ranks its candidates with it too, so both agree exactly (ties
+    included: the same vector stored twice is common)."""
+    if len(ids) == 0 or k <= 0:
+        return []
+    similarity = matrix @ np.asarray(vector, dtype=np.float32)
+    if k < len(ids):
+        kth = np.partition(similarity, len(ids) - k)[len(ids) - k]
+        candidates = np.nonzero(similarity >= kth)[0]  # every row tied with the k-th too
+    else:
+        candidates = np.arange(len(ids))
+    order = np.lexsort((ids[candidates], -similarity[candidates]))[:k]
+    return [(int(ids[i]), float(1.0 - similarity[i])) for i in candidates[order]]
+
+
+def read_blobs(
+    conn: Any, table: str, entity_id: str, dim: int, key: str = "message_id"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every (id, vector) of the entity from a BLOB table (``message_embeddings``,
+    ``memory_embeddings``), in id order."""
+    rows = conn.execute(
+        f"SELECT {key}, embedding FROM {table} WHERE entity_id = ? AND embedding IS NOT NULL "
+        f"ORDER BY {key}",
+        (entity_id,),
+    ).fetchall()
+    ids = np.asarray([mid for mid, _ in rows], dtype=np.int64)
+    matrix = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32).reshape(-1, dim)
+    return ids, np.ascontiguousarray(matrix)
+
+
 def _read_partition(
     conn: Any, table: str, entity_id: str, dim: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -178,23 +214,7 @@ def _read_partition(
     ``message_embeddings`` and any surprise falls back to the slow scan.
     """
     try:
-        ids_parts, vec_parts = [], []
-        chunks = conn.execute(
-            f"SELECT chunk_id, validity, rowids FROM {table}_chunks WHERE partition00 = ?",
-            (entity_id,),
-        ).fetchall()
-        for chunk_id, validity, rowids in chunks:
-            (blob,) = conn.execute(
-                f"SELECT vectors FROM {table}_vector_chunks00 WHERE rowid = ?", (chunk_id,)
-            ).fetchone()
-            chunk_ids = np.frombuffer(rowids, dtype=np.int64)
-            valid = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), bitorder="little")
-            keep = valid[: len(chunk_ids)].astype(bool)
-            ids_parts.append(chunk_ids[keep])
-            vec_parts.append(
-                np.frombuffer(blob, dtype=np.float32).reshape(len(chunk_ids), dim)[keep]
-            )
-        ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, dtype=np.int64)
+        ids, matrix = read_chunks(conn, table, dim, entity_id)
         expected = {
             mid
             for (mid,) in conn.execute(
@@ -202,8 +222,7 @@ def _read_partition(
             )
         }
         if len(ids) == len(expected) and set(ids.tolist()) == expected:
-            matrix = np.vstack(vec_parts) if vec_parts else np.zeros((0, dim), np.float32)
-            return ids, np.ascontiguousarray(matrix, dtype=np.float32)
+            return ids, matrix
     except Exception:  # a layout this code does not know: take the slow, public path
         pass
     rows = conn.execute(

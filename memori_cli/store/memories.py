@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..parts import Extraction, MemoryDraft, TripleDraft, normalise
-from . import graph, jobs, vectors
+from . import connect, graph, jobs, vectors
 from .core import Store, dict_rows, is_rowid, now_iso, rowids, valid_at
 from .fts import match_expression
 
@@ -517,6 +517,7 @@ def forget_memory(store: Store, memory_id: int, *, entity_id: str | None = None)
         _forget_edges(conn, owner, int(memory_id), content, extractor)
         _cut_from_summaries(conn, owner, session_id, sources, content)
         conn.execute("DELETE FROM memories WHERE id = ?", (int(memory_id),))
+        connect.purge_fts(conn)  # where FTS5 secure-delete is off (SQLite before 3.44)
     return True
 
 

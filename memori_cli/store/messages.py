@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ForgetWarning
+from . import connect
 from .core import Store, dict_rows, now_iso
 
 ROLES = ("user", "assistant", "system", "tool")
@@ -40,6 +41,8 @@ class AddResult:
     inserted: int = 0
     duplicates: int = 0
     sessions: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    #: The augmentation jobs the batch queued (also added to ``Store.queued_jobs``).
+    job_ids: list[int] = dataclasses.field(default_factory=list)
 
 
 def add_messages(store: Store, batch: Sequence[NewMessage]) -> AddResult:
@@ -107,6 +110,7 @@ def add_messages(store: Store, batch: Sequence[NewMessage]) -> AddResult:
             "SELECT id, entity_id, session_id FROM messages WHERE id > ? ORDER BY id", (before,)
         ):
             new_ids[(entity_id, session_id)].append(mid)
+        (jobs_before,) = conn.execute("SELECT coalesce(max(id), 0) FROM jobs").fetchone()
         conn.executemany(
             """INSERT INTO jobs (kind, entity_id, session_id, payload, created_at, updated_at)
                VALUES ('augment', ?, ?, ?, ?, ?)""",
@@ -115,6 +119,10 @@ def add_messages(store: Store, batch: Sequence[NewMessage]) -> AddResult:
                 for (entity_id, session_id), ids in new_ids.items()
             ],
         )
+        result.job_ids = [
+            int(i) for (i,) in conn.execute("SELECT id FROM jobs WHERE id > ?", (jobs_before,))
+        ]
+    store.queued_jobs.update(result.job_ids)
     return result
 
 
@@ -203,6 +211,7 @@ def forget_entity(store: Store, entity_id: str) -> dict[str, int]:
             column = "id" if table == "entities" else "entity_id"
             cursor = conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (entity_id,))
             removed[table] = cursor.rowcount
+        connect.purge_fts(conn)  # where FTS5 secure-delete is off (SQLite before 3.44)
     if store.matrices is not None:
         store.matrices.drop(entity_id)
     if not store.checkpoint():

@@ -15,6 +15,14 @@ from sqlite_utils.migrations import Migrations
 migrations = Migrations("memori")
 
 
+def _fts_secure_delete(db: Database, table: str) -> None:
+    """FTS5 ``secure-delete`` on ``table`` where this SQLite has it (3.44+): a deleted row's
+    tokens leave the index at once. Elsewhere forgetting merges the index instead."""
+    (version,) = db.execute("SELECT sqlite_version()").fetchone()
+    if tuple(int(p) for p in str(version).split(".")[:3]) >= (3, 44, 0):
+        db.execute(f"INSERT INTO {table} ({table}, rank) VALUES ('secure-delete', 1)")
+
+
 @migrations(name="m001_initial")
 def m001_initial(db: Database) -> None:
     db.executescript(
@@ -84,7 +92,6 @@ def m001_initial(db: Database) -> None:
             content='messages', content_rowid='id',
             tokenize='porter unicode61 remove_diacritics 2'
         );
-        INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 1);
         CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
             INSERT INTO messages_fts (rowid, content, name, entity_id)
                 VALUES (new.id, new.content, coalesce(new.name, ''), new.entity_id);
@@ -102,6 +109,9 @@ def m001_initial(db: Database) -> None:
         END;
         """
     )
+    # secure-delete (SQLite 3.44+) was in the script above; older SQLite (the stdlib sqlite3 of
+    # many Pythons) refuses the option, so it is set where the library has it. Same schema.
+    _fts_secure_delete(db, "messages_fts")
 
 
 @migrations(name="m002_vectors")
@@ -182,7 +192,6 @@ def m003_memories(db: Database) -> None:
             content='memories', content_rowid='id',
             tokenize='porter unicode61 remove_diacritics 2'
         );
-        INSERT INTO memories_fts (memories_fts, rank) VALUES ('secure-delete', 1);
         CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN
             INSERT INTO memories_fts (rowid, content, about, entity_id)
                 VALUES (new.id, new.content, new.about, new.entity_id);
@@ -233,6 +242,7 @@ def m003_memories(db: Database) -> None:
         ALTER TABLE jobs ADD COLUMN finished_at REAL;
         """
     )
+    _fts_secure_delete(db, "memories_fts")
 
 
 @migrations(name="m004_graph")
@@ -366,3 +376,36 @@ def m007_current_indexes(db: Database) -> None:
             WHERE valid_to IS NULL;
         """
     )
+
+
+@migrations(name="m008_vector_blobs")
+def m008_vector_blobs(db: Database) -> None:
+    # Vectors as BLOBs in ordinary tables: the store's own copy, readable and writable by any
+    # SQLite connection (the stdlib sqlite3 of most Pythons cannot load sqlite-vec). Where
+    # sqlite-vec loads, its vec0 tables are an index over these rows, kept in step through
+    # vector_changes (rows written or deleted where vec0 could not be touched). The vec0
+    # delete triggers go: a connection without sqlite-vec cannot run them.
+    db.executescript(
+        """
+        ALTER TABLE message_embeddings ADD COLUMN embedding BLOB;
+        ALTER TABLE memory_embeddings ADD COLUMN embedding BLOB;
+        CREATE TABLE vector_changes (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('message', 'memory', 'all')),
+            item_id INTEGER NOT NULL
+        );
+        DROP TRIGGER IF EXISTS message_embeddings_delete;
+        DROP TRIGGER IF EXISTS memory_embeddings_delete;
+        CREATE TRIGGER message_embeddings_changed AFTER DELETE ON message_embeddings
+        WHEN EXISTS (SELECT 1 FROM settings WHERE key = 'vec0_dim') BEGIN
+            INSERT INTO vector_changes (kind, item_id) VALUES ('message', old.message_id);
+        END;
+        CREATE TRIGGER memory_embeddings_changed AFTER DELETE ON memory_embeddings
+        WHEN EXISTS (SELECT 1 FROM settings WHERE key = 'vec0_dim') BEGIN
+            INSERT INTO vector_changes (kind, item_id) VALUES ('memory', old.memory_id);
+        END;
+        """
+    )
+    from .vec0 import backfill_blobs
+
+    backfill_blobs(db.conn)

@@ -1,8 +1,18 @@
-"""Message vectors in a sqlite-vec ``vec0`` table partitioned by entity.
+"""Message and memory vectors: stored as BLOBs, searched with sqlite-vec or with numpy.
 
-KNN filters on the partition key during the search, so it always returns k of the entity's
-own rows. The table is made for one model's dimension; ``message_embeddings`` records which
-model made each vector, and a model change is detected (``stale``), never mixed silently.
+Each vector is a float32 BLOB in ``message_embeddings`` / ``memory_embeddings``, beside the
+model that made it; a model change is detected (``stale``), never mixed silently. A search
+takes one of two paths, per connection (:func:`memori_cli.store.connect.vector_path`):
+
+- **sqlite-vec**: where the connection loads it, KNN over the vec0 index (:mod:`.vec0`),
+  partitioned by entity, so it always returns k of the entity's own rows;
+- **numpy**: elsewhere (the stdlib ``sqlite3`` of most Pythons), or while the vec0 index
+  lags rows a connection without sqlite-vec wrote: the entity's vectors as a float32 matrix
+  (memory-mapped beside the store, :mod:`.matrix`; read from the BLOBs for a store without a
+  file) times the query.
+
+Large entities (``MATRIX_MIN_ROWS``) take the matrix on both paths. Both give the same
+neighbours: cosine distance over the same float32 vectors.
 """
 
 from __future__ import annotations
@@ -13,11 +23,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
+from . import vec0
+from .connect import has_vec
 from .core import Store, dict_rows, now_iso
-from .matrix import MATRIX_MIN_ROWS
+from .matrix import MATRIX_MIN_ROWS, nearest, read_blobs
 
-VEC_TABLE = "vec_messages"
-MEMORY_VEC_TABLE = "vec_memories"
+VEC_TABLE = vec0.VEC_TABLE
+MEMORY_VEC_TABLE = vec0.MEMORY_VEC_TABLE
+#: The ordinary table holding message vectors (the matrix copies are made from it).
+BLOB_TABLE = "message_embeddings"
 
 
 def index_model(store: Store) -> tuple[str, int] | None:
@@ -44,36 +58,23 @@ def _index_model(conn: Any) -> tuple[str, int] | None:
 
 
 def ensure_index(conn: Any, model: str, dim: int) -> None:
-    """Inside a write transaction: make the vector tables for ``model`` if there are none;
-    raise :class:`StoreError` if they hold another model's vectors."""
+    """Inside a write transaction: record ``model`` as the index's model if there is none yet
+    (and, on a sqlite-vec connection, make the vec0 index); raise :class:`StoreError` if the
+    store holds another model's vectors."""
     current = _index_model(conn)
     if current is not None and current != (model, dim):
         raise StoreError(
             f"the vector index holds {current[0]} ({current[1]}-d) vectors, not {model}; "
             "run `memori reembed`"
         )
-    # chunk_size=64: with a partition key, the default chunk size wastes most of the space.
-    for table, key, source in ((VEC_TABLE, "message_id", "message_embeddings"),
-                               (MEMORY_VEC_TABLE, "memory_id", "memory_embeddings")):  # fmt: skip
-        conn.execute(
-            f"""CREATE VIRTUAL TABLE IF NOT EXISTS {table} USING vec0(
-                    {key} INTEGER PRIMARY KEY,
-                    entity_id TEXT PARTITION KEY,
-                    embedding float[{int(dim)}] distance_metric=cosine,
-                    chunk_size=64)"""
+    if current is None:
+        conn.executemany(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [("vector_model", model), ("vector_dim", str(dim))],
         )
-        conn.execute(
-            f"""CREATE TRIGGER IF NOT EXISTS {source}_delete AFTER DELETE ON {source} BEGIN
-                    DELETE FROM {table} WHERE {key} = old.{key};
-                END"""
-        )
-    if current is not None:
-        return
-    conn.executemany(
-        "INSERT INTO settings (key, value) VALUES (?, ?) "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [("vector_model", model), ("vector_dim", str(dim))],
-    )
+    if has_vec(conn):
+        vec0.ensure(conn, dim)
 
 
 def pending(
@@ -130,20 +131,26 @@ def insert(conn: Any, model: str, message_ids: Sequence[int], vectors: np.ndarra
     if not len(message_ids):
         return fresh
     ensure_index(conn, model, dim)
+    indexed = has_vec(conn)
     for position, (message_id, vector) in enumerate(zip(message_ids, vectors, strict=True)):
+        blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
         cursor = conn.execute(
-            """INSERT INTO message_embeddings (message_id, entity_id, model, dim, created_at)
-               SELECT id, entity_id, ?, ?, ? FROM messages WHERE id = ?
+            """INSERT INTO message_embeddings
+                   (message_id, entity_id, model, dim, created_at, embedding)
+               SELECT id, entity_id, ?, ?, ?, ? FROM messages WHERE id = ?
                ON CONFLICT DO NOTHING RETURNING entity_id""",
-            (model, dim, now, int(message_id)),
+            (model, dim, now, blob, int(message_id)),
         )
         row = cursor.fetchone()
         if row is None:
             continue
-        conn.execute(
-            f"INSERT INTO {VEC_TABLE} (message_id, entity_id, embedding) VALUES (?, ?, ?)",
-            (int(message_id), row[0], np.ascontiguousarray(vector, dtype=np.float32).tobytes()),
-        )
+        if indexed:
+            conn.execute(
+                f"INSERT INTO {VEC_TABLE} (message_id, entity_id, embedding) VALUES (?, ?, ?)",
+                (int(message_id), row[0], blob),
+            )
+        else:
+            vec0.note(conn, "message", int(message_id))
         ids, positions = fresh.setdefault(row[0], ([], []))
         ids.append(int(message_id))
         positions.append(position)
@@ -159,38 +166,40 @@ def after_commit(store: Store, fresh: Added, vectors: np.ndarray) -> None:
             store.matrices.append(entity_id, ids, vectors[positions])
         elif _count(store, entity_id) >= MATRIX_MIN_ROWS:
             # The entity just grew large: build its copy now, not in someone's recall.
-            store.matrices.refresh(store.conn, VEC_TABLE, entity_id, int(vectors.shape[1]))
+            store.matrices.refresh(store.conn, BLOB_TABLE, entity_id, int(vectors.shape[1]))
 
 
 def insert_memory(conn: Any, model: str, memory_id: int, entity_id: str, vector: Any) -> None:
-    """Inside a write transaction: store a memory's vector."""
+    """Inside a write transaction: store a memory's vector (replacing one it had)."""
     vector = np.ascontiguousarray(vector, dtype=np.float32)
     ensure_index(conn, model, int(vector.shape[0]))
+    blob = vector.tobytes()
     conn.execute(
-        """INSERT INTO memory_embeddings (memory_id, entity_id, model, dim) VALUES (?, ?, ?, ?)
-           ON CONFLICT DO NOTHING""",
-        (memory_id, entity_id, model, int(vector.shape[0])),
+        """INSERT INTO memory_embeddings (memory_id, entity_id, model, dim, embedding)
+           VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (memory_id) DO UPDATE SET embedding = excluded.embedding""",
+        (memory_id, entity_id, model, int(vector.shape[0]), blob),
     )
-    conn.execute(
-        f"INSERT OR REPLACE INTO {MEMORY_VEC_TABLE} (memory_id, entity_id, embedding) "
-        "VALUES (?, ?, ?)",
-        (memory_id, entity_id, vector.tobytes()),
-    )
+    if has_vec(conn):
+        conn.execute(
+            f"INSERT OR REPLACE INTO {MEMORY_VEC_TABLE} (memory_id, entity_id, embedding) "
+            "VALUES (?, ?, ?)",
+            (memory_id, entity_id, blob),
+        )
+    else:
+        vec0.note(conn, "memory", memory_id)
 
 
 def knn_memories(conn: Any, entity_id: str, vector: Any, k: int) -> list[tuple[int, float]]:
-    """The entity's ``k`` nearest memories to ``vector``: (memory id, cosine distance)."""
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE name = ?", (MEMORY_VEC_TABLE,)
-    ).fetchone()
-    if k <= 0 or exists is None:
+    """The entity's ``k`` nearest memories to ``vector``: (memory id, cosine distance),
+    nearest first."""
+    if k <= 0 or _index_model(conn) is None:
         return []
-    rows = conn.execute(
-        f"""SELECT memory_id, distance FROM {MEMORY_VEC_TABLE}
-            WHERE embedding MATCH ? AND k = ? AND entity_id = ?""",
-        (np.ascontiguousarray(vector, dtype=np.float32).tobytes(), int(k), entity_id),
-    ).fetchall()
-    return [(int(mid), float(distance)) for mid, distance in rows]
+    query = np.ascontiguousarray(vector, dtype=np.float32)
+    if vec0.usable(conn):
+        return _vec0_knn(conn, "memory", entity_id, query, k)
+    ids, matrix = read_blobs(conn, "memory_embeddings", entity_id, query.shape[0], "memory_id")
+    return nearest(ids, matrix, query, k)
 
 
 def _count(store: Store, entity_id: str) -> int:
@@ -201,29 +210,64 @@ def _count(store: Store, entity_id: str) -> int:
 
 
 def knn(store: Store, entity_id: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-    """The entity's ``k`` nearest messages to ``vector``: (message id, cosine distance)."""
+    """The entity's ``k`` nearest messages to ``vector``: (message id, cosine distance),
+    nearest first, by the connection's vector path (see the module docstring)."""
     built = index_model(store)
     if k <= 0 or built is None:
         return []
-    if store.matrices is not None and store.matrices.exists(entity_id):
+    conn = store.conn
+    query = np.ascontiguousarray(vector, dtype=np.float32)
+    matrices = store.matrices
+    if matrices is not None and matrices.exists(entity_id):
         # A large entity (augmentation made its copy when it crossed MATRIX_MIN_ROWS).
-        return store.matrices.search(store.conn, VEC_TABLE, entity_id, vector, k, built[1])
-    rows = store.conn.execute(
-        f"""SELECT message_id, distance FROM {VEC_TABLE}
-            WHERE embedding MATCH ? AND k = ? AND entity_id = ?""",
-        (np.ascontiguousarray(vector, dtype=np.float32).tobytes(), int(k), entity_id),
+        return matrices.search(conn, BLOB_TABLE, entity_id, query, k, built[1])
+    if vec0.usable(conn):
+        return _vec0_knn(conn, "message", entity_id, query, k)
+    if matrices is not None:  # the numpy path: the entity's memory-mapped copy
+        return matrices.search(conn, BLOB_TABLE, entity_id, query, k, built[1])
+    ids, matrix = read_blobs(conn, BLOB_TABLE, entity_id, built[1])
+    return nearest(ids, matrix, query, k)
+
+
+#: Distances this close to the k-th are ties at the cut: vec0 is asked for more rows.
+_TIE = 1e-6
+
+
+def _vec0_knn(
+    conn: Any, kind: str, entity_id: str, query: np.ndarray, k: int
+) -> list[tuple[int, float]]:
+    """KNN through vec0, ranked exactly as the numpy path ranks: vec0 picks the candidates
+    (every row tied with the k-th one included), their BLOBs are scored with numpy and
+    ordered by (distance, id). vec0 alone orders equal distances arbitrarily."""
+    table, key, source = vec0.TABLES[kind]
+    fetch = int(k) + 1
+    while True:
+        rows = conn.execute(
+            f"""SELECT {key}, distance FROM {table}
+                WHERE embedding MATCH ? AND k = ? AND entity_id = ?""",
+            (query.tobytes(), fetch, entity_id),
+        ).fetchall()
+        if len(rows) < fetch or rows[-1][1] > rows[k - 1][1] + _TIE:
+            break
+        fetch *= 2
+    wanted = sorted(int(i) for i, _ in rows)
+    if not wanted:
+        return []
+    blobs = conn.execute(
+        f"SELECT {key}, embedding FROM {source} WHERE {key} IN ({','.join(map(str, wanted))}) "
+        f"ORDER BY {key}"
     ).fetchall()
-    return [(int(mid), float(distance)) for mid, distance in rows]
+    ids = np.asarray([i for i, _ in blobs], dtype=np.int64)
+    matrix = np.frombuffer(b"".join(b for _, b in blobs), dtype=np.float32)
+    return nearest(ids, matrix.reshape(len(ids), -1), query, k)
 
 
 def reset(store: Store) -> None:
     """Drop every vector and the index itself (before re-embedding with another model)."""
     with store.write() as conn:
-        for table, source in ((VEC_TABLE, "message_embeddings"),
-                              (MEMORY_VEC_TABLE, "memory_embeddings")):  # fmt: skip
-            conn.execute(f"DROP TRIGGER IF EXISTS {source}_delete")
-            conn.execute(f"DROP TABLE IF EXISTS {table}")
+        for source in ("message_embeddings", "memory_embeddings"):
             conn.execute(f"DELETE FROM {source}")
         conn.execute("DELETE FROM settings WHERE key IN ('vector_model', 'vector_dim')")
+        vec0.reset(conn)
     if store.matrices is not None:
         store.matrices.drop()
