@@ -108,6 +108,8 @@ def mentioned_speakers(query: str, names: list[str]) -> set[str]:
 _ASKS_ASSISTANT = re.compile(
     r"\byou(?:'ve| have| had)? (?:said|mentioned|told|suggested|recommended|gave|provided|"
     r"listed|shared|wrote|explained|described|proposed|came up with)\b"
+    r"|\bdid you (?:say|mention|tell|suggest|recommend|give|provide|list|share|write|"
+    r"explain|describe|propose|come up with)\b"
     r"|\byour (?:suggestions?|recommendations?|advice|list|answer|response)\b",
     re.IGNORECASE,
 )
