@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Evidence-retrieval evaluation on LoCoMo, computed exactly as shared/eval/README.md defines.
 
-Usage: .venv/bin/python scripts/eval_locomo.py PATH/locomo-dev.json [--samples conv-26 ...]
-           [--store FILE [--only-kept]]
+Usage: .venv/bin/python scripts/eval_locomo.py PATH/locomo-dev.json [PATH/longmemeval-dev.json ...]
+           [--samples conv-26 ...] [--store FILE [--only-kept]]
+
+Every file given is evaluated in the same run and printed as its own tables (LongMemEval's
+file has the same layout; its categories are named in each sample's ``category_names``).
 
 Each conversation is imported as one entity through the public API (native JSONL: id = dia_id,
 name = speaker, session and timestamp from the session date), augmentation runs to completion,
 and every question is recalled with limit=20 (also with graph candidates on, and messages
 only). Prints R@5/10/20, All@10 and NDCG@10 per category and overall (categories 1-4),
-category 5 on its own row, recall latency, and the same metrics for an FTS5-bm25 baseline
-over "[date] Speaker: text" computed in the same run.
+category 5 on its own row, a 95% bootstrap interval (over questions) on the overall R@10,
+recall latency, and the same metrics for an FTS5-bm25 baseline over "[date] Speaker: text"
+computed in the same run.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import dataclasses
 import datetime
 import json
 import math
+import random
 import re
 import statistics
 import sys
@@ -147,7 +152,11 @@ class Baseline:
 
 
 def evaluate(
-    data: list[dict[str, Any]], *, quiet: bool = False, store: Path | None = None
+    data: list[dict[str, Any]],
+    *,
+    quiet: bool = False,
+    store: Path | None = None,
+    ranking: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     results: dict[str, dict[int, list[dict[str, float]]]] = {
         "memori": defaultdict(list), "memori, graph on": defaultdict(list),
@@ -156,6 +165,7 @@ def evaluate(
     latencies: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         mem = Memori(conn=store or Path(tmp) / "eval.db")
+        mem.config.ranking = dataclasses.replace(mem.config.ranking, **(ranking or {}))
         graph_on = dataclasses.replace(mem.config.ranking, graph_weight=1.0)
         for sample in data:
             entity = sample["sample_id"]
@@ -227,27 +237,60 @@ def summarise(
     return rows
 
 
+def bootstrap(values: list[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The 95% percentile interval of the mean of ``values``, resampled ``rounds`` times."""
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(rounds))
+    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
+
+
+def pooled_values(
+    per_category: dict[int, list[dict[str, float]]], names: dict[str, str] | None, key: str
+) -> list[float]:
+    categories = sorted(per_category) if names else [1, 2, 3, 4]
+    return [m[key] for c in categories for m in per_category.get(c, [])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("path", type=Path, help="locomo JSON (e.g. ../shared/eval/locomo-dev.json)")
+    parser.add_argument("paths", type=Path, nargs="+",
+                        help="dataset JSON files (e.g. ../shared/eval/locomo-dev.json "
+                        "../shared/eval/longmemeval-dev.json)")  # fmt: skip
     parser.add_argument("--samples", nargs="*", help="only these sample_ids")
     parser.add_argument("--store", type=Path,
                         help="keep the augmented store in this file and reuse the samples it "
                         "holds (only while extraction and embedding are unchanged)")  # fmt: skip
     parser.add_argument("--only-kept", action="store_true",
                         help="with --store: only the samples already in it")  # fmt: skip
+    parser.add_argument("--set", dest="ranking", action="append", default=[], metavar="KEY=VALUE",
+                        help="a ranking weight for this run (RankingConfig field), repeatable")
     args = parser.parse_args()
-    data = json.loads(args.path.read_text())
-    if args.samples:
-        data = [s for s in data if s["sample_id"] in args.samples]
-    if args.only_kept and args.store and args.store.exists():
-        kept = Memori(conn=args.store, create=False)
-        data = [s for s in data if kept.sessions(s["sample_id"])]
-        kept.close()
-    outcome = evaluate(data, store=args.store)
+    ranking: dict[str, Any] = {}
+    for item in args.ranking:
+        key, _, value = item.partition("=")
+        try:
+            ranking[key.strip()] = float(value)
+        except ValueError:
+            ranking[key.strip()] = value
+    for path in args.paths:
+        data = json.loads(path.read_text())
+        if args.samples:
+            data = [s for s in data if s["sample_id"] in args.samples]
+        if args.only_kept and args.store and args.store.exists():
+            kept = Memori(conn=args.store, create=False)
+            data = [s for s in data if kept.sessions(s["sample_id"])]
+            kept.close()
+        if data:
+            report(path, data, evaluate(data, store=args.store, ranking=ranking))
+
+
+def report(path: Path, data: list[dict[str, Any]], outcome: dict[str, Any]) -> None:
+    """One dataset's tables: per category and overall for each retriever, then latency."""
     names = next((s["category_names"] for s in data if s.get("category_names")), None)
+    print(f"\n=== {path.name}: {len(data)} samples ===")
     for name, per_category in outcome["results"].items():
-        print(f"\n{name}")
+        low, high = bootstrap(pooled_values(per_category, names, "R@10"))
+        print(f"\n{name}  (overall R@10 95% CI {low:.3f}-{high:.3f})")
         print(
             f"{'category':<28}{'n':>5}"
             + "".join(f"{k:>9}" for k in ("R@5", "R@10", "R@20", "All@10", "NDCG@10"))

@@ -183,7 +183,7 @@ def test_async_recall(hmem: Memori) -> None:
     assert asyncio.run(_arecall(hmem)) == ["paper lanterns"]
 
 
-def test_embedding_text_carries_the_previous_turn(hmem: Memori) -> None:
+def test_embedding_text_is_own_words_then_the_previous_turn(hmem: Memori) -> None:
     from memori_cli.augment.embedding import embedding_text
 
     hmem.add_messages([
@@ -192,8 +192,73 @@ def test_embedding_text_carries_the_previous_turn(hmem: Memori) -> None:
     ])  # fmt: skip
     first, second = vectors.pending(hmem.store)
     assert embedding_text(first) == "Ann: Do you have pets?"
-    assert embedding_text(second) == "Ann: Do you have pets?\nassistant: Yes, two cats."
+    assert embedding_text(second) == "assistant: Yes, two cats.\nAnn: Do you have pets?"
     assert np.asarray(HashingEmbedder().embed([embedding_text(second)])).shape == (1, 64)
+
+
+def test_a_long_previous_turn_does_not_push_out_a_turns_own_words(hmem: Memori) -> None:
+    """The encoder reads a text's first MAX_TOKENS word pieces: a user's line after a long
+    assistant reply must still be what its vector holds."""
+    from memori_cli.augment.embedding import embedding_text
+    from memori_cli.embed import minilm_folder
+    from memori_cli.embed.bert import BertEncoder
+    from memori_cli.embed.wordpiece import WordPiece
+
+    hmem.add_messages([
+        {"role": "assistant", "content": "Here is a long list of ideas. " * 60},
+        {"role": "user", "content": "By the way, I adopted a greyhound called Biscuit."},
+    ])  # fmt: skip
+    _, reply = vectors.pending(hmem.store)
+    folder = minilm_folder()
+    if folder is None:
+        pytest.skip("no MiniLM weights")
+    tokenizer = WordPiece(folder / "vocab.txt")
+    kept = tokenizer.encode(embedding_text(reply), BertEncoder.MAX_TOKENS)
+    own = tokenizer.encode("user: By the way, I adopted a greyhound called Biscuit.", 10_000)
+    assert kept[: len(own) - 1] == own[:-1]  # all of the user's words, [SEP] aside
+
+
+def test_a_question_about_the_assistants_words_finds_the_assistants_turn(hmem: Memori) -> None:
+    from memori_cli.recall.hybrid import asks_assistant
+
+    hmem.add_messages([
+        {"role": "user", "content": "I use a flashcard app with mnemonics for Spanish words."},
+        {"role": "assistant", "content": "Another flashcard app with mnemonics is Memrise."},
+    ])  # fmt: skip
+    hmem.augment()
+    asked = "Which flashcard app with mnemonics did you recommend?"
+    assert asks_assistant(asked) and asks_assistant("Can you repeat your recommendation?")
+    assert not asks_assistant("Which flashcard app with mnemonics do I use?")
+    assert not asks_assistant("Did you know I like mnemonics?")
+    assert hmem.recall(asked, 1, memories=False)[0].role == "assistant"
+    assert hmem.recall("Which flashcard app with mnemonics do I use?", 1)[0].role == "user"
+
+
+def test_one_hit_does_not_crowd_out_hits_in_other_sessions(hmem: Memori) -> None:
+    """Neighbour spreading is off by default: the turns around one strong hit do not take the
+    places of matching turns in other sessions (LongMemEval's multi-session questions)."""
+    import dataclasses
+
+    weak = "we talked about the weather, the garden, the dog, the kids and my kayak trip"
+    for session, fact in (("s1", "I bought a kayak, kayak kayak"), ("s2", weak)):
+        hmem.set_session(session)
+        hmem.add_messages([
+            {"role": "assistant", "content": "Anything new?"},
+            {"role": "user", "content": fact},
+            {"role": "assistant", "content": "Nice, tell me more."},
+        ])  # fmt: skip
+    hmem.augment()
+    top = hmem.recall("kayak", 6, memories=False, explain=True)
+    assert sorted(h.session for h in top[:2]) == ["s1", "s2"]
+    assert {h.role for h in top[:2]} == {"user"}
+    assert not any("neighbour" in (h.explain or {}) for h in top)
+    # With spreading on, every turn around a hit is lifted by it, matching or not.
+    hmem.config.ranking = dataclasses.replace(hmem.config.ranking, neighbour_weight=0.5)
+    spread = hmem.recall("kayak", 6, memories=False, explain=True)
+    assert all("neighbour" in (h.explain or {}) for h in spread if h.role == "assistant")
+    assert min(h.score for h in spread if h.role == "assistant") > max(
+        h.score for h in top if h.role == "assistant"
+    )
 
 
 def test_without_an_embedding_model_recall_is_lexical_and_says_so_once(
@@ -225,6 +290,9 @@ def test_without_an_embedding_model_recall_is_lexical_and_says_so_once(
 
 
 def test_neighbours_are_held_to_the_filters(hmem: Memori) -> None:
+    import dataclasses
+
+    hmem.config.ranking = dataclasses.replace(hmem.config.ranking, neighbour_weight=0.5)
     hmem.add_messages([
         {"role": "user", "content": "what did the vet say?", "timestamp": "2024-01-01T10:00:00"},
         {"role": "assistant", "content": "all healthy", "timestamp": "2024-01-01T10:01:00"},

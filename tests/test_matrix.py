@@ -134,3 +134,32 @@ def test_partition_read_matches_the_public_scan(big: Memori) -> None:
     by_id = {mid: np.frombuffer(blob, dtype=np.float32) for mid, blob in public}
     for mid, vector in zip(ids.tolist(), rows, strict=True):
         assert np.array_equal(vector, by_id[mid])
+
+
+def test_a_checked_copy_is_reused_until_anything_commits(
+    big: Memori, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy is checked against the store once per commit, not once per search: another
+    process's vectors and this connection's deletions are still seen at once."""
+    q = query("big topic 5 from elsewhere")
+    vectors.knn(big.store, "big", q, 5)
+    counted = []
+    real = matrix.Matrices._checked_copy
+    monkeypatch.setattr(
+        matrix.Matrices, "_checked_copy", lambda self, *a: counted.append(1) or real(self, *a)
+    )
+    for _ in range(3):
+        vectors.knn(big.store, "big", q, 5)
+    assert counted == []  # nothing committed: no count of the entity's rows
+    other = Memori(conn=tmp_path / "big.db", embedder=RandomEmbedder())
+    with other.attribution(entity_id="big"):
+        other.add_messages([{"role": "user", "content": "big topic 5 from elsewhere"}])
+    other.augment()
+    fresh = other.store.conn.execute("SELECT max(id) FROM messages").fetchone()[0]
+    other.close()
+    everything = 100
+    assert fresh in dict(vectors.knn(big.store, "big", q, everything))  # another's commit
+    with big.store.write() as conn:
+        conn.execute("DELETE FROM messages WHERE id = ?", (fresh,))
+    assert fresh not in dict(vectors.knn(big.store, "big", q, everything))  # our own delete
+    assert len(counted) == 2

@@ -59,10 +59,10 @@ class MiniLMEmbedder:
     name = MINILM
     dim = 384
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, *, max_tokens: int | None = None):
         from .bert import BertEncoder
 
-        self._encoder = BertEncoder(folder)
+        self._encoder = BertEncoder(folder, max_tokens=max_tokens or BertEncoder.MAX_TOKENS)
         self._lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -10,7 +10,15 @@ import numpy as np
 from ..store import Store, graph, vectors
 from ..store import memories as store_memories
 from ..store.messages import get_messages, neighbours, speakers
-from .hybrid import RankingConfig, candidates, fuse, mentioned_speakers, rank, speaker_words
+from .hybrid import (
+    RankingConfig,
+    asks_assistant,
+    candidates,
+    fuse,
+    mentioned_speakers,
+    rank,
+    speaker_words,
+)
 
 __all__ = ["MAX_QUERY_CHARS", "RankingConfig", "RecallHit", "clip_query", "recall"]
 
@@ -104,7 +112,8 @@ def recall(
         if not searched and (mid not in rows or not _passes(rows[mid], process_id, since, until)):
             del fused[mid]
     hits = []
-    for message_id, score, parts in rank(fused, rows, config, speakers=about)[:limit]:
+    roles = {"assistant"} if asks_assistant(query) else set()
+    for message_id, score, parts in rank(fused, rows, config, speakers=about, roles=roles)[:limit]:
         row = rows[message_id]
         source = row["external_id"] if row["external_id"] is not None else str(row["id"])
         hits.append(

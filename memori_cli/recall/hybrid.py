@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,9 +28,11 @@ class RankingConfig:
     lexical_weight: float = 1.0
     vector_weight: float = 1.0
     #: A turn matching the query words lends this share of its fused score to the turns just
-    #: before and after it (a question's answer is usually the next turn). Raised R@10 on the
-    #: development data from 0.725 to 0.76.
-    neighbour_weight: float = 0.5
+    #: before and after it. Off: it raised LoCoMo R@10 from 0.725 to 0.76 while each vector
+    #: held its own words only; now that a vector also holds the turn before (see
+    #: augment/embedding.py), 0.5 gives LoCoMo 0.770 against 0.768 off, and costs LongMemEval
+    #: 0.811 -> 0.761 (the top ten fill with the turns around one hit: 30 questions).
+    neighbour_weight: float = 0.0
     #: Recency: score x (1 - recency_weight + recency_weight * 0.5 ** (age / half_life)).
     half_life_days: float = 180.0
     recency_weight: float = 0.0
@@ -47,10 +50,11 @@ class RankingConfig:
     #: question (overall R@5 0.641 -> 0.637); matching any word of a node name cost NDCG@10
     #: 0.522 -> 0.491. Worth trying with a model-extracted graph.
     graph_weight: float = 0.0
-    #: Memory hits' scores are multiplied by this before they are ranked with messages. On the
-    #: development data (rule-extracted memories) 1.0 cost R@10 0.774 -> 0.747 against
-    #: messages alone; 0.6 gives 0.769 with better R@5 (0.637) and multi-hop R@10 (0.400).
-    memory_weight: float = 0.6
+    #: Memory hits' scores are multiplied by this before they are ranked with messages. With
+    #: rule-extracted memories, 0.6 gives R@10 LoCoMo 0.754 / LongMemEval 0.804, 0.3 gives
+    #: 0.768 / 0.811 (memories then rank among messages only when they match well). Lending a
+    #: memory's score to its source turns instead was measured and dropped (0.752 / 0.789).
+    memory_weight: float = 0.3
 
 
 def fuse(
@@ -99,15 +103,36 @@ def mentioned_speakers(query: str, names: list[str]) -> set[str]:
     return {n for n in names if (first := _WORD.findall(n.lower())) and first[0] in words}
 
 
+# A question about the assistant's own words ("you mentioned", "your recommendation"): the
+# answer is in an assistant turn, so those turns count as the named speaker's.
+_ASKS_ASSISTANT = re.compile(
+    r"\byou(?:'ve| have| had)? (?:said|mentioned|told|suggested|recommended|gave|provided|"
+    r"listed|shared|wrote|explained|described|proposed|came up with)\b"
+    r"|\bdid you (?:say|mention|tell|suggest|recommend|give|provide|list|share|write|"
+    r"explain|describe|propose|come up with)\b"
+    r"|\byour (?:suggestions?|recommendations?|advice|list|answer|response)\b",
+    re.IGNORECASE,
+)
+
+
+def asks_assistant(query: str) -> bool:
+    """Whether ``query`` asks what the assistant said (see :data:`_ASKS_ASSISTANT`)."""
+    return _ASKS_ASSISTANT.search(query) is not None
+
+
 def rank(
     fused: dict[int, dict[str, Any]],
     rows: dict[int, dict[str, Any]],
     config: RankingConfig,
     *,
     speakers: set[str] = frozenset(),  # type: ignore[assignment]
+    roles: set[str] = frozenset(),  # type: ignore[assignment]
     now: datetime.datetime | None = None,
 ) -> list[tuple[int, float, dict[str, Any]]]:
-    """(id, final score, explanation) best first, after recency, trust, use and speaker."""
+    """(id, final score, explanation) best first, after recency, trust, use and speaker.
+
+    Turns whose role is in ``roles`` count as the asked-about speaker's and skip the trust
+    discount (a question about what the assistant said is answered by the assistant)."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
     ranked = []
     for message_id, parts in fused.items():
@@ -116,9 +141,11 @@ def rank(
         recency = 0.5 ** (age_days / config.half_life_days) if config.half_life_days > 0 else 1.0
         score = parts["fused"]
         score *= 1 - config.recency_weight + config.recency_weight * recency
-        score *= 1 - config.trust_weight + config.trust_weight * float(row["trust"])
+        asked = row.get("role") in roles
+        if not asked:
+            score *= 1 - config.trust_weight + config.trust_weight * float(row["trust"])
         score *= 1 + config.use_weight * math.log1p(int(row.get("uses") or 0))
-        about = row.get("name") in speakers
+        about = row.get("name") in speakers or asked
         if about:
             score *= 1 + config.speaker_weight
         explain = dict(

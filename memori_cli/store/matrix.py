@@ -42,6 +42,8 @@ class Matrices:
     def __init__(self, db_path: Path):
         self.folder = Path(str(db_path) + ".vectors")
         self._maps: dict[Path, tuple[int, np.ndarray]] = {}
+        # entity -> (the connection's state when the copy was last checked, ids, matrix)
+        self._checked: dict[str, tuple[tuple[Any, int, int], np.ndarray, np.ndarray]] = {}
 
     def _files(self, entity_id: str) -> tuple[Path, Path]:
         key = hashlib.sha256(entity_id.encode("utf-8")).hexdigest()[:32]
@@ -75,6 +77,7 @@ class Matrices:
 
     def append(self, entity_id: str, ids: list[int], vectors: np.ndarray) -> None:
         """Add freshly committed vectors to the entity's copy, if it has one."""
+        self._checked.pop(entity_id, None)
         ids_path, vec_path = self._files(entity_id)
         if not ids_path.exists() or not ids:
             return
@@ -89,7 +92,9 @@ class Matrices:
         if entity_id is None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self._maps.clear()
+            self._checked.clear()
             return
+        self._checked.pop(entity_id, None)
         for path in (*self._files(entity_id), self._files(entity_id)[0].with_suffix(".lock")):
             # A mapping kept open would keep the unlinked file's blocks (the vectors) alive.
             self._maps.pop(path, None)
@@ -97,6 +102,26 @@ class Matrices:
                 path.unlink()
 
     def _current(
+        self, conn: Any, table: str, entity_id: str, dim: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # Nothing committed since the last check, by this connection (total_changes) or any
+        # other (data_version): the copy checked then is still the store's. Counting 100k
+        # rows on every search cost 3 to 10 ms.
+        state = _state(conn)
+        checked = self._checked.get(entity_id)
+        if (
+            state is not None
+            and checked is not None
+            and checked[0][0] is state[0]  # the same connection object, not a reused id
+            and checked[0][1:] == state[1:]
+        ):
+            return checked[1], checked[2]
+        ids, matrix = self._checked_copy(conn, table, entity_id, dim)
+        if state is not None:
+            self._checked[entity_id] = (state, ids, matrix)
+        return ids, matrix
+
+    def _checked_copy(
         self, conn: Any, table: str, entity_id: str, dim: int
     ) -> tuple[np.ndarray, np.ndarray]:
         count, top = conn.execute(
@@ -166,6 +191,16 @@ class Matrices:
             cached = (size, mapped.reshape(-1, dim))
             self._maps[vec_path] = cached
         return ids, cached[1][: len(ids)]
+
+
+def _state(conn: Any) -> tuple[Any, int, int] | None:
+    """What changes whenever anything commits to the database ``conn`` sees: the connection
+    itself, ``data_version`` and ``total_changes``; None where the driver does not say."""
+    changes = getattr(conn, "total_changes", None)
+    if not isinstance(changes, int):
+        return None
+    (version,) = conn.execute("PRAGMA data_version").fetchone()
+    return conn, int(version), changes
 
 
 def nearest(
