@@ -263,7 +263,8 @@ def main() -> None:
     parser.add_argument("--only-kept", action="store_true",
                         help="with --store: only the samples already in it")  # fmt: skip
     parser.add_argument("--set", dest="ranking", action="append", default=[], metavar="KEY=VALUE",
-                        help="a ranking weight for this run (RankingConfig field), repeatable")
+                        help="a ranking weight for this run (RankingConfig field), "
+                        "repeatable")  # fmt: skip
     args = parser.parse_args()
     ranking: dict[str, Any] = {}
     for item in args.ranking:

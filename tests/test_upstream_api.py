@@ -308,6 +308,24 @@ def test_a_sqlean_connection_factory_keeps_the_sqlite_vec_path(tmp_path: Path) -
     assert vec0.usable(mem.store.conn)
 
 
+def test_a_pysqlite3_connection_factory_works_and_agrees_with_sqlean(tmp_path: Path) -> None:
+    """pysqlite3 (its own SQLite build, a DB-API 2.0 driver like the stdlib's) is handed
+    over as a factory: same hits as the sqlean connection on the same file."""
+    pysqlite3 = pytest.importorskip("pysqlite3.dbapi2")  # dev extra on Linux
+    path = tmp_path / "p.db"
+    by_path = Memori(conn=path, embedder=HashingEmbedder())
+    build(by_path)
+    other = Memori(conn=lambda: pysqlite3.connect(str(path)), embedder=HashingEmbedder())
+    assert type(other.store.conn).__module__.startswith("pysqlite3")
+    for query in QUERIES[:10]:
+        assert hit_ids(other, query) == hit_ids(by_path, query), query
+    other.add_messages([{"role": "user", "content": "written through pysqlite3"}])
+    other.augment()
+    assert by_path.recall("written through pysqlite3", 1)[0].content == "written through pysqlite3"
+    other.close()
+    by_path.close()
+
+
 # -- augmentation.wait ---------------------------------------------------------------------
 def test_wait_runs_this_process_jobs_in_the_foreground(tmp_path: Path) -> None:
     mem = Memori(conn=tmp_path / "w.db", embedder=HashingEmbedder())

@@ -8,10 +8,11 @@ process with numpy instead (:func:`vector_path` says which path a connection tak
 
 sqlite-utils imports ``pysqlite3`` if it can, else the stdlib ``sqlite3``, and catches that
 module's exceptions; wrapping a sqlean connection while sqlite-utils speaks stdlib ``sqlite3``
-breaks ``INSERT ... RETURNING`` through ``db.query`` ("cannot release savepoint"). So sqlean is
-registered as ``pysqlite3`` here, before sqlite-utils is first imported, and sqlite-utils
-speaks sqlean for the whole process (a caller's stdlib connection wrapped by it works: memori
-catches every driver's errors, :data:`DatabaseError`).
+breaks ``INSERT ... RETURNING`` through ``db.query`` ("cannot release savepoint"). So
+sqlite-utils' reference to its driver is pointed at sqlean here, and sqlite-utils speaks
+sqlean for the whole process (a caller's stdlib or pysqlite3 connection wrapped by it works:
+memori catches every driver's errors, :data:`DatabaseError`). Registering sqlean under the
+name ``pysqlite3`` instead (as before) hid a real pysqlite3 from the caller.
 """
 
 from __future__ import annotations
@@ -26,23 +27,19 @@ from typing import Any, TypeVar
 
 import sqlean
 import sqlean.dbapi2
+import sqlite_utils
+import sqlite_utils.db
+import sqlite_utils.utils
+import sqlite_vec
 
-sys.modules.setdefault("pysqlite3", sqlean)
-sys.modules.setdefault("pysqlite3.dbapi2", sqlean.dbapi2)
+from ..errors import ExtensionError
 
-import sqlite_utils  # noqa: E402  (must come after the registration above)
-import sqlite_utils.db  # noqa: E402
-import sqlite_utils.utils  # noqa: E402
-import sqlite_vec  # noqa: E402
-
-from ..errors import ExtensionError  # noqa: E402
-
-if getattr(sqlite_utils.utils, "sqlite3", None) is not sqlean:  # pragma: no cover
-    # The caller imported sqlite-utils before memori: point it at the same driver.
-    for _module in (sqlite_utils.utils, sqlite_utils.db):
-        _module.sqlite3 = sqlean  # type: ignore[attr-defined]
-        _module.OperationalError = sqlean.dbapi2.OperationalError  # type: ignore[attr-defined]
-    sqlite_utils.utils.dbapi2 = sqlean.dbapi2  # type: ignore[attr-defined]
+# sqlite-utils picked pysqlite3 or the stdlib sqlite3 when it was imported: point it at sqlean,
+# the driver memori opens stores with (a real pysqlite3 the caller uses stays untouched).
+for _module in (sqlite_utils.utils, sqlite_utils.db):
+    _module.sqlite3 = sqlean  # type: ignore[attr-defined]
+    _module.OperationalError = sqlean.dbapi2.OperationalError  # type: ignore[attr-defined]
+sqlite_utils.utils.dbapi2 = sqlean.dbapi2  # type: ignore[attr-defined]
 
 driver = sqlean
 
