@@ -78,3 +78,23 @@ def normalise(text: str) -> str:
     text = unicodedata.normalize("NFKD", text)
     text = "".join(c for c in text if not unicodedata.combining(c))
     return _SPACE.sub(" ", _PUNCT.sub(" ", text.casefold())).strip()
+
+
+#: Words no statement ends on: a phrase cut off after one of them lost what followed.
+DANGLING = frozenset(
+    """a an the to for of in on at by with from into through about and or but that which who
+    whose than as if because so my your his her their our its this these those some few""".split()
+)
+_EMPTY_SLOT = re.compile(r"\w\s{2,}\w")
+_LAST_WORD = re.compile(r"([\w']+)\W*$")
+
+
+def incomplete(text: str) -> str | None:
+    """Why ``text`` is no complete statement ("User attended  on 2023-05-29": an empty slot;
+    "User is planning for": it ends on a function word), or None when it is one."""
+    if _EMPTY_SLOT.search(text):
+        return "an empty slot"
+    last = _LAST_WORD.search(text)
+    if last and last.group(1).casefold() in DANGLING:
+        return f"it ends on {last.group(1)!r}"
+    return None

@@ -39,6 +39,9 @@ def turns() -> list[Turn]:
         # What SmolLM2 proposed on LoCoMo: words of the source, but no statement.
         ("hand-spun-silk", [1], "not a statement"),
         ("Lisbon", [2], "not a statement"),
+        # What the rules made before they stopped at ten words or left a slot empty.
+        ("Maya makes scarves from the silk of", [1], "an unfinished statement (it ends on 'of')"),
+        ("Maya moved to  on 2026-03-01", [2], "an unfinished statement (an empty slot)"),
     ],
 )
 def test_unsupported_memories_are_rejected_with_a_reason(
@@ -88,6 +91,16 @@ def test_the_rule_extractors_output_passes_by_construction() -> None:
     extraction = RuleExtractor().extract(batch)
     assert extraction.memories  # something to check
     assert check(extraction, batch, "maya")[1] == []
+
+
+def test_the_rules_end_a_long_phrase_on_a_word_that_completes_it() -> None:
+    said = "I like to adjust the light level depending on the time of day and the mood."
+    batch = [Turn(1, "user", said, "2026-03-02T10:00:00+00:00", "Maya"),
+             Turn(2, "user", "I attended a.", "2026-03-02T10:01:00+00:00", "Maya")]  # fmt: skip
+    contents = [m.content for m in RuleExtractor().extract(batch).memories]
+    assert contents and all(not c.endswith((" of", " the", " a")) for c in contents), contents
+    assert not any("  " in c for c in contents), contents
+    assert check(RuleExtractor().extract(batch), batch, "maya")[1] == []
 
 
 class Hallucinating:

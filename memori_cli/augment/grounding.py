@@ -23,6 +23,7 @@ import datetime
 import re
 from collections.abc import Iterable
 
+from ..parts import incomplete
 from ..store.fts import STOPWORDS
 from .extract import Extraction, MemoryDraft, TripleDraft, Turn
 
@@ -111,6 +112,9 @@ def _memory_reason(memory: MemoryDraft, by_id: dict[int, Turn], allowed: set[str
         return degenerate
     if len(_words(memory.content)) < 2 or _SLUG.fullmatch(memory.content.strip()):
         return "not a statement (one word, or words joined into a slug)"
+    unfinished = incomplete(memory.content)
+    if unfinished:
+        return f"an unfinished statement ({unfinished})"
     about = _unsupported(memory.about, source, cited, allowed, min_support=1.0)
     if about:
         return f"about {memory.about!r}: {about}"

@@ -15,9 +15,10 @@ import re
 from collections import Counter
 from collections.abc import Callable
 
+from ..parts import DANGLING, incomplete
 from .extract import Extraction, MemoryDraft, TripleDraft, Turn
 
-VERSION = 1
+VERSION = 2
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 # A capitalised name of a place or organisation: "Lisbon", "Tidepool Labs", "New York".
@@ -123,8 +124,10 @@ def _clean(text: str, about: str) -> str:
     """An object phrase in the third person: "my" becomes the speaker's."""
     text = re.sub(r"\bmy\b", f"{about}'s", text.strip(), flags=re.IGNORECASE)
     text = re.sub(r"\bmyself\b|\bme\b", about, text, flags=re.IGNORECASE)
-    words = text.split()
-    return " ".join(words[:10])
+    words = text.split()[:10]
+    while words and words[-1].casefold().strip(",.;:!-") in DANGLING:
+        words.pop()  # "... the time of": cut after ten words, not mid-phrase
+    return " ".join(words)
 
 
 def _memory(
@@ -508,8 +511,10 @@ class RuleExtractor:
                 for pattern, make in _RULES:
                     for match in pattern.finditer(sentence):
                         memories, triples = make(_Found(turn, turn.speaker, match))
-                        result.memories.extend(memories)
-                        result.triples.extend(triples)
+                        # A phrase the rules could not complete is no memory (an empty
+                        # object, a cut-off clause): the grounding gate would refuse it.
+                        result.memories.extend(m for m in memories if not incomplete(m.content))
+                        result.triples.extend(t for t in triples if t.subject and t.object)
         result.summary = _summary(turns, result, summary)
         return result
 
