@@ -16,6 +16,7 @@ import memori_daemon
 import pytest
 
 from memori_cli import Memori
+from memori_cli.augment.rules import RuleExtractor
 
 MEMORI = str(Path(sys.executable).parent / "memori")
 
@@ -99,7 +100,7 @@ def test_start_status_stop(tmp_path: Path) -> None:
         wait_for(lambda: drained(db))
         status = json.loads(cli(db, "daemon", "status", "--json").stdout)
         assert status["running"] and status["pid"] > 0 and status["heartbeat_age_s"] < 5
-        assert status["extractor"] == "rules@1" and status["queue"]["pending"] == 0
+        assert status["extractor"] == RuleExtractor.name and status["queue"]["pending"] == 0
     finally:
         cli(db, "daemon", "stop")
     assert not memori_daemon.status(db.resolve()).running

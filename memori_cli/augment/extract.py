@@ -46,7 +46,7 @@ class ExtractionError(Exception):
 class Extractor(Protocol):
     """Turns a batch of a session's turns into memories, triples and a rolling summary.
 
-    ``name`` says which extractor and version made a memory ("rules@1", "llm:model.gguf@...").
+    ``name`` says which extractor and version made a memory ("rules@2", "llm:model.gguf@...").
     """
 
     name: str
