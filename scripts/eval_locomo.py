@@ -269,10 +269,12 @@ def main() -> None:
     ranking: dict[str, Any] = {}
     for item in args.ranking:
         key, _, value = item.partition("=")
-        try:
-            ranking[key.strip()] = float(value)
-        except ValueError:
-            ranking[key.strip()] = value
+        for kind in (int, float, str):
+            try:
+                ranking[key.strip()] = kind(value)
+                break
+            except ValueError:
+                continue
     for path in args.paths:
         data = json.loads(path.read_text())
         if args.samples:
