@@ -108,12 +108,25 @@ def latency(fn, queries: list[str]) -> tuple[float, float]:  # type: ignore[no-u
     return statistics.median(times) * 1000, times[int(0.95 * (len(times) - 1))] * 1000
 
 
+def opened(path: Path, *, stdlib: bool, matrix: bool) -> Memori:
+    """The store at ``path`` through the stdlib ``sqlite3`` (no sqlite-vec: the numpy path)
+    or by path (sqlean with sqlite-vec), with or without its memory-mapped matrix copies."""
+    if stdlib:
+        mem = Memori(conn=lambda: sqlite3.connect(str(path)), create=False)
+    else:
+        mem = Memori(conn=path, create=False)
+    mem.store.build()
+    if not matrix:
+        mem.store.matrices = None
+    return mem
+
+
 def numpy_path(mem: Memori, queries: list[str]) -> None:
     """The same store through the stdlib ``sqlite3`` (no sqlite-vec: vectors searched with
     numpy), timed beside the sqlite-vec connection, with the hit ids compared."""
     path = mem.store.path
     assert path is not None
-    plain = Memori(conn=lambda: sqlite3.connect(str(path)), create=False)
+    plain = opened(path, stdlib=True, matrix=True)
     plain._embedder = mem.embedder()
     whole = latency(lambda q: plain.recall(q, 10, entity_id="e0"), queries)
     same = sum(

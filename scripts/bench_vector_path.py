@@ -23,28 +23,16 @@ from __future__ import annotations
 
 import argparse
 import random
-import sqlite3
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_recall import QUESTIONS, SIZES, build, latency, vocabulary
+from bench_recall import QUESTIONS, SIZES, build, latency, opened, vocabulary
 
 from memori_cli import Memori
 from memori_cli.embed import load
 from memori_cli.store import connect, vectors
-
-
-def opened(path: Path, *, stdlib: bool, matrix: bool) -> Memori:
-    if stdlib:
-        mem = Memori(conn=lambda: sqlite3.connect(str(path)), create=False)
-    else:
-        mem = Memori(conn=path, create=False)
-    mem.store.build()
-    if not matrix:
-        mem.store.matrices = None
-    return mem
 
 
 def main() -> None:
