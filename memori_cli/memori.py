@@ -31,7 +31,6 @@ from .capture import LLM, forget_spooled
 from .config import Config, StorageConfig, default_entity
 from .errors import EndpointError, ForgetWarning, ModelFileError, RecallWarning
 from .graph import Graph
-from .hit import Hit
 from .importers.formats import RecordError
 from .importers.normalize import Defaults, Occurrences, normalize
 from .recall import RecallHit
@@ -411,7 +410,7 @@ class Memori:
                 stacklevel=2,
             )
             query = clipped
-        hits = recall.recall(
+        return recall.recall(
             self.store,
             query,
             self._query_vector(query),
@@ -425,7 +424,6 @@ class Memori:
             as_of=as_of,
             memories=memories,
         )
-        return [Hit.of(hit) for hit in hits]
 
     async def arecall(self, query: str, limit: int = 10, **options: Any) -> list[RecallHit]:
         """:meth:`recall` for asyncio code: runs in a worker thread, never blocking the loop."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,40 @@ class RecallHit:
         if data["explain"] is None:
             del data["explain"]
         return data
+
+    # The upstream Memori library's names: code written for it reads a recalled item by
+    # attribute or as a mapping (``hit["content"]``, ``hit.get("similarity")``).
+    @property
+    def similarity(self) -> float:
+        """The hit's relevance as upstream names it: the same as ``score`` (recall's fused
+        ranking score, higher is better; not a raw cosine)."""
+        return self.score
+
+    def keys(self) -> list[str]:
+        """The field names, with the upstream aliases."""
+        return [f.name for f in dataclasses.fields(self)] + list(_ALIASES)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, _ALIASES.get(key, key))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``hit[key]``, or ``default`` for a name the hit does not have."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+
+#: Upstream names -> the field that holds the value.
+_ALIASES = {"similarity": "score"}
 
 
 def clip_query(query: str, limit: int = MAX_QUERY_CHARS) -> str:
