@@ -17,14 +17,17 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from memori_cli import Memori, paths
+from memori_cli import Memori, config, paths
 from memori_cli.augment.pipeline import AugmentReport
 from memori_cli.errors import MemoriError
 from memori_cli.store import jobs
 
 from . import pidfile
+
+if TYPE_CHECKING:
+    from memori_cli.serve import Running
 
 log = logging.getLogger("memori.daemon")
 
@@ -71,10 +74,12 @@ class Daemon:
         fd = pidfile.acquire(self.db_path)
         if fd is None:
             raise AlreadyRunning(f"a daemon already serves {self.db_path}")
+        proxy = None
         try:
             self._install_signals()
             self.mem = Memori(conn=self.db_path)
             pipeline = self.mem.pipeline(stop=self.stop)
+            proxy = start_proxy(self.mem)
             reclaimed = jobs.reclaim_dead(self.mem.store, socket.gethostname(), jobs.pid_alive)
             if reclaimed:
                 log.info("took back %s jobs from workers that died mid-job", reclaimed)
@@ -97,6 +102,8 @@ class Daemon:
                 self._wait(pipeline.extractor.name)
         finally:
             self.stop.set()
+            if proxy is not None:
+                proxy.stop()
             log.info(
                 "stopped: %s jobs done, %s failed", self.report.jobs_done, self.report.jobs_failed
             )
@@ -177,6 +184,26 @@ class Daemon:
                 "jobs_failed": self.report.jobs_failed,
             },
         )
+
+
+def start_proxy(mem: Memori) -> Running | None:
+    """The memory proxy (``memori serve``) in a thread beside augmentation, over the same
+    store, when config.toml has a ``[serve]`` table that does not say ``enabled = false``;
+    else None. A proxy that cannot start (a port in use, the extra not installed) stops the
+    daemon with the reason, rather than leaving clients without it unnoticed."""
+    table = config.read_file().get("serve")
+    if not isinstance(table, dict) or table.get("enabled") is False:
+        return None
+    try:
+        from memori_cli.serve import ServeOptions, start
+    except ImportError as exc:
+        raise MemoriError(
+            f"config.toml has [serve], but {exc.name} is not installed: "
+            "pip install 'memori-cli[serve]'"
+        ) from None
+    running = start(mem, ServeOptions.from_config(table))
+    log.info("serving the memory proxy on %s", running.url)
+    return running
 
 
 def run(db_path: Path) -> None:

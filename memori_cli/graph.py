@@ -170,12 +170,8 @@ class Graph:
                             raise ValueError("field 'observations': expected a list of text")
                         types[name] = node_type
                         report["nodes"] += store_graph.add_node(store, entity, name, node_type)
-                        report["observations"] += store_memories.add_observations(
-                            store,
-                            entity,
-                            name,
-                            [redact(o) for o in observations],
-                            extractor=MCP_EXTRACTOR,
+                        report["observations"] += len(
+                            self._observe(entity, name, [redact(o) for o in observations])
                         )
                     elif kind == "relation":
                         for field in ("from", "to", "relationType"):
@@ -195,6 +191,54 @@ class Graph:
                 extractor=MCP_EXTRACTOR,
             )  # fmt: skip
         return report
+
+    # -- the MCP memory server's operations (``memori mcp`` serves them) ---------------------
+    def add_entity(
+        self, name: str, node_type: str, observations: list[str], *, entity_id: str | None = None
+    ) -> dict[str, Any]:
+        """Add a node called ``name`` (kept if one answers to it) and its observations, as
+        memories of kind fact about it, redacted like an import. Returns the stored name,
+        whether the node is new, and the observations that were new."""
+        entity = self._entity(entity_id)
+        name, node_type = redact_id(name.strip()), redact(node_type.strip()) or "thing"
+        if not name:
+            raise GraphError("an entity needs a non-empty name")
+        made = bool(store_graph.add_node(self._mem.store, entity, name, node_type))
+        added = self._observe(entity, name, [redact(o) for o in observations])
+        return {"name": name, "created": made, "observations": added}
+
+    def add_observations(
+        self, name: str, observations: list[str], *, entity_id: str | None = None
+    ) -> list[str]:
+        """Add observations (facts) about the existing node ``name``; the new ones."""
+        entity = self._entity(entity_id)
+        node = self.node(name, entity_id=entity)
+        return self._observe(entity, node["name"], [redact(o) for o in observations])
+
+    def _observe(self, entity: str, about: str, observations: list[str]) -> list[str]:
+        """Store each observation unless the entity holds it already; the new ones."""
+        return [
+            text
+            for text in observations
+            if store_memories.add_observations(
+                self._mem.store, entity, about, [text], extractor=MCP_EXTRACTOR
+            )
+        ]
+
+    def add_relation(
+        self, subject: str, predicate: str, obj: str, *, entity_id: str | None = None
+    ) -> bool:
+        """Add the current edge ``subject -predicate-> obj`` between two existing nodes
+        (GraphError if one is missing); False if that edge holds already."""
+        entity = self._entity(entity_id)
+        ends = [self.node(n, entity_id=entity) for n in (subject, obj)]
+        predicate = redact(predicate.strip())
+        if not predicate:
+            raise GraphError("a relation needs a non-empty relationType")
+        return bool(store_graph.add_edge(
+            self._mem.store, entity, (ends[0]["name"], ends[0]["type"]), predicate,
+            (ends[1]["name"], ends[1]["type"]), extractor=MCP_EXTRACTOR,
+        ))  # fmt: skip
 
 
 def _text(record: dict[str, Any], field: str) -> str:

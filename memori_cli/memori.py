@@ -33,7 +33,9 @@ from .errors import EndpointError, ForgetWarning, ModelFileError, RecallWarning
 from .graph import Graph
 from .importers.formats import RecordError
 from .importers.normalize import Defaults, Occurrences, normalize
+from .parts import KINDS
 from .recall import RecallHit
+from .redact import redact, redact_id
 from .store import Store, connect, jobs, vectors
 from .store import memories as store_memories
 from .store import messages as store_messages
@@ -494,6 +496,43 @@ class Memori:
                 stacklevel=2,
             )
         return found
+
+    def add_memory(
+        self,
+        content: str,
+        *,
+        kind: str = "fact",
+        about: str = "User",
+        source_ids: Iterable[int] = (),
+        entity_id: str | None = None,
+        extractor: str = "stated",
+    ) -> int:
+        """Store a memory stated outright (a user or a tool saying "remember this"), not
+        extracted: redacted like every message, current from now, from the entity's messages
+        ``source_ids`` where given. The same text of the same kind about the same person
+        already held takes the sources instead (its id is returned)."""
+        if kind not in KINDS:
+            raise ValueError(f"kind {kind!r}: expected one of {', '.join(KINDS)}")
+        memory_id = store_memories.add_memory(
+            self.store, self._entity(entity_id), kind=kind, content=redact(content),
+            about=redact_id(about), extractor=extractor, source_ids=list(source_ids),
+        )  # fmt: skip
+        assert memory_id is not None  # only a correction finds nothing to replace
+        return memory_id
+
+    def correct_memory(
+        self, memory_id: int, content: str, *, entity_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """Replace one of the entity's current memories (current attribution by default) with
+        ``content``: the new memory supersedes it (same kind, person and slot), the old one
+        stays in :meth:`memory_history`. Returns the new memory (the same one if it says
+        ``content`` already), or None if the entity has no current memory ``memory_id``
+        (another entity's memory is not there for this one)."""
+        new_id = store_memories.add_memory(
+            self.store, self._entity(entity_id), kind="fact", content=redact(content),
+            about="", extractor="correction", supersedes=int(memory_id),
+        )  # fmt: skip
+        return None if new_id is None else self.memory(new_id, entity_id=entity_id)
 
     def jobs(self, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """Augmentation jobs, newest first (all but done ones, or of one ``status``)."""

@@ -21,9 +21,11 @@ from .common import CONTEXT_SETTINGS, MARKUP, State, out
 from .daemon import daemon_app
 from .graph import graph_app
 from .importing import import_command
+from .mcp import mcp_app
 from .memories import jobs_app, memories_app
 from .models import augment_command, model_app, reembed_command
 from .recalling import recall_command
+from .serve import serve_command
 
 _option_type = getattr(typer.core.TyperOption, "display_type_rich", None)
 
@@ -84,11 +86,13 @@ app.command("forget")(forget_command)
 app.command("doctor")(doctor_command)
 app.command("augment")(augment_command)
 app.command("reembed")(reembed_command)
+app.command("serve")(serve_command)
 app.add_typer(model_app, name="model")
 app.add_typer(memories_app, name="memories")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(daemon_app, name="daemon")
 app.add_typer(graph_app, name="graph")
+app.add_typer(mcp_app, name="mcp")
 
 
 def main() -> None:

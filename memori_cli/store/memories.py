@@ -438,6 +438,93 @@ def add_observations(
     return added
 
 
+def add_memory(
+    store: Store,
+    entity_id: str,
+    *,
+    kind: str,
+    content: str,
+    about: str,
+    extractor: str,
+    source_ids: Sequence[int] = (),
+    supersedes: int | None = None,
+) -> int | None:
+    """Store a memory someone stated outright (not extracted), in one transaction; its id.
+
+    ``source_ids`` are the entity's messages it comes from (others are ignored). With
+    ``supersedes``, the new memory replaces that current memory of the entity (same kind,
+    person and slot; the old one keeps its row with ``valid_to`` and ``superseded_by``, so
+    history shows both); None if there is no such current memory, and its own id if it
+    says the same already. Without it, a current
+    memory of the same kind about the same person with the same normalised text takes the
+    sources instead, as extraction merges, and its id is returned.
+    """
+    norm = normalise(content)
+    if not norm:
+        raise ValueError("the memory's text is empty")
+    now = now_iso()
+    with store.write() as conn:
+        conn.execute(
+            "INSERT INTO entities (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (entity_id, now),
+        )
+        sources = list(_sources(conn, entity_id, rowids(source_ids)).values())
+        slot, session_id = None, None
+        if supersedes is not None:
+            if not is_rowid(int(supersedes)):
+                return None
+            old = conn.execute(
+                """SELECT kind, about, slot, session_id, norm FROM memories
+                   WHERE id = ? AND entity_id = ? AND valid_to IS NULL""",
+                (int(supersedes), entity_id),
+            ).fetchone()
+            if old is None:
+                return None
+            if old[4] == norm:  # it says that already: nothing to supersede
+                return int(supersedes)
+            kind, about, slot, session_id = old[:4]
+        else:
+            same = conn.execute(
+                """SELECT id FROM memories WHERE entity_id = ? AND norm = ? AND kind = ?
+                       AND about = ? AND valid_to IS NULL""",
+                (entity_id, norm, kind, about),
+            ).fetchone()
+            if same is not None:
+                _merge(conn, int(same[0]), sources, now, now)
+                return int(same[0])
+        (memory_id,) = conn.execute(
+            """INSERT INTO memories (entity_id, session_id, kind, content, norm, about, slot,
+                   confidence, trust, extractor, first_seen, last_seen, valid_from, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, 1.0, 1.0, ?, ?, ?, ?, ?) RETURNING id""",
+            (entity_id, session_id, kind, content.strip(), norm, about, slot, extractor,
+             now, now, now, now),
+        ).fetchone()  # fmt: skip
+        _add_sources(conn, "memory_sources", memory_id, sources)
+        if supersedes is not None:
+            conn.execute(
+                "UPDATE memories SET valid_to = ?, superseded_by = ? WHERE id = ?",
+                (now, memory_id, int(supersedes)),
+            )
+    return int(memory_id)
+
+
+def _chain(conn: Any, memory_id: int) -> list[int]:
+    """The supersession chain through ``memory_id`` (what it replaced, what replaced it)."""
+    chain = [memory_id]
+    for step in (
+        "SELECT id FROM memories WHERE superseded_by = ? ORDER BY id LIMIT 1",
+        "SELECT superseded_by FROM memories WHERE id = ?",
+    ):
+        current = memory_id
+        while True:
+            row = conn.execute(step, (current,)).fetchone()
+            if row is None or row[0] is None or int(row[0]) in chain:
+                break
+            current = int(row[0])
+            chain.append(current)
+    return chain
+
+
 def source_messages(store: Store, ids: Sequence[int]) -> dict[int, list[tuple[str, str]]]:
     """The (role, content) of each memory's source messages, by memory id."""
     ids = rowids(ids)
@@ -466,8 +553,9 @@ def history(store: Store, memory_id: int, *, entity_id: str | None = None) -> li
     if row is None:
         return []
     entity_id, about, slot = row
-    if slot is None:
-        return list(get_memories(store, [memory_id]).values())
+    if slot is None:  # no slot: what it replaced and what replaced it (a correction)
+        found = get_memories(store, _chain(store.conn, int(memory_id)))
+        return sorted(found.values(), key=lambda m: (m["valid_from"], m["id"]))
     ids = [
         i
         for (i,) in store.conn.execute(
