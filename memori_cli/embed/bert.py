@@ -151,8 +151,12 @@ class BertEncoder:
         ) in self.layers:
             padded[mask] = x @ qkv_w + qkv_b
             qkv = padded.reshape(b, n, 3, h, hd).transpose(2, 0, 3, 1, 4)
-            scores = (qkv[0] @ qkv[1].transpose(0, 1, 3, 2)) * scale + bias
-            scores -= scores.max(axis=-1, keepdims=True)
+            # Keys transposed into contiguous rows first: numpy's stacked matmul is faster on
+            # them than on the strided view.
+            keys = np.ascontiguousarray(qkv[1].transpose(0, 1, 3, 2))
+            scores = (qkv[0] @ keys) * scale + bias
+            # fmax, not max: same values (no NaNs here), about three times faster on this shape.
+            scores -= np.fmax.reduce(scores, axis=-1, keepdims=True)
             np.exp(scores, out=scores)
             scores /= scores.sum(axis=-1, keepdims=True)
             context = (scores @ qkv[2]).transpose(0, 2, 1, 3)[mask].reshape(-1, d)
