@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from memori_cli.embed import MINILM_FILES, minilm_folder
 
@@ -69,6 +71,37 @@ def test_wordpiece_follows_bert_uncased() -> None:
     assert pieces("a\x00b\u200bc") == pieces("ab c") or "[UNK]" not in pieces("a\x00b")
     long = pieces("word " * 1000)
     assert len(long) == 256 and long[0] == "[CLS]" and long[-1] == "[SEP]"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.lists(
+        st.sampled_from(
+            [
+                *("unaffable", "Hello", "wo", "rld", "Café", "naïve", "ΟΔΟΣ", "東京", "x" * 120),
+                *" .,'!-\t\n\x00\x07\x7f\u200b\u00a09",
+            ]
+        ),
+        max_size=80,
+    ).map("".join),
+    limit=st.integers(min_value=2, max_value=40),
+    # Few characters per piece force the cut at a whitespace and the widening on these texts.
+    per_piece=st.integers(min_value=1, max_value=12),
+)
+def test_wordpiece_reads_only_what_the_limit_uses(text: str, limit: int, per_piece: int) -> None:
+    """The cut at a whitespace and the ASCII path give exactly the whole-text general tokens."""
+    from memori_cli.embed import wordpiece
+    from memori_cli.embed.wordpiece import WordPiece
+
+    tokenizer = WordPiece(need_minilm() / "vocab.txt")
+    pieces = [p for word in tokenizer._basic_general(text) for p in tokenizer._pieces(word)]
+    expected = [tokenizer.cls, *pieces[: limit - 2], tokenizer.sep]
+    default = wordpiece._CHARS_PER_PIECE
+    wordpiece._CHARS_PER_PIECE = per_piece
+    try:
+        assert tokenizer.encode(text, limit) == expected
+    finally:
+        wordpiece._CHARS_PER_PIECE = default
 
 
 def test_missing_model_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

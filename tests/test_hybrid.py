@@ -234,6 +234,26 @@ def test_a_question_about_the_assistants_words_finds_the_assistants_turn(hmem: M
     assert hmem.recall("Which flashcard app with mnemonics do I use?", 1)[0].role == "user"
 
 
+def test_a_first_person_question_finds_the_users_own_turn_not_the_echo(hmem: Memori) -> None:
+    """What the user said of themselves beats the assistant's reply repeating it."""
+    from memori_cli.recall.hybrid import asked_roles
+
+    hmem.add_messages([
+        {"role": "user", "content": "I finished Celeste on my Switch in 10 hours."},
+        {"role": "assistant", "content": "Celeste in 10 hours on the Switch! Celeste hours well "
+                                         "spent: Celeste rewards every hour."},
+    ])  # fmt: skip
+    hmem.augment()
+    assert asked_roles("How many hours did I spend on Celeste?") == {"user"}
+    assert asked_roles("What did you recommend after Celeste?") == {"assistant"}
+    assert asked_roles("How many hours does Celeste take?") == set()
+    assert hmem.recall("How many hours did I spend on Celeste?", 1, memories=False)[0].role == (
+        "user"
+    )
+    # Asked in the third person, the reply with more of the words comes first.
+    assert hmem.recall("How many hours is Celeste?", 1, memories=False)[0].role == "assistant"
+
+
 def test_one_hit_does_not_crowd_out_hits_in_other_sessions(hmem: Memori) -> None:
     """Neighbour spreading is off by default: the turns around one strong hit do not take the
     places of matching turns in other sessions (LongMemEval's multi-session questions)."""

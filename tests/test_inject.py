@@ -79,6 +79,27 @@ def test_the_replayed_transcript_injects_the_current_city_and_the_job(
     assert "nurse" in job
 
 
+def test_an_update_no_memory_caught_reaches_the_model_dated_with_the_rule(
+    tmp_path: Path,
+) -> None:
+    """Where no memory supersedes the old statement, both come in, each with its date, and
+    the block tells the model that the later one is current."""
+    mem = Memori(tmp_path / "memori.db")
+    with mem.attribution("tomas", "chat"):
+        for day, text in (
+            (1, "My model kit project is a Ford Mustang Shelby."),
+            (9, "I wrapped up the Mustang and switched to a Ford F-150 kit."),
+        ):
+            mem.set_session(f"s{day}")
+            mem.add_messages([{"role": "user", "content": text,
+                               "timestamp": f"2026-11-0{day}T10:00:00+00:00"}])  # fmt: skip
+        mem.augment()
+        block = block_for(mem, "Which Ford model kit am I working on?")
+    mem.close()
+    assert "[2026-11-01]" in block and "[2026-11-09]" in block and "F-150" in block
+    assert "where two disagree, the later is current" in block
+
+
 def test_questions_and_the_assistants_old_answers_stay_out(tomas: Memori) -> None:
     block = block_for(tomas, "What is the name of my cat?")
     assert "What is the name of my cat" not in block

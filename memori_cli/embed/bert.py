@@ -2,7 +2,7 @@
 
 No torch and no compiler: runs on the base install. Matches sentence-transformers'
 all-MiniLM-L6-v2 (the test suite checks cosine >= 0.99 against stored reference vectors).
-Sentences are sorted by length and batched, so padding costs little.
+Sentences are sorted by length and batched by word pieces, so padding costs little.
 """
 
 from __future__ import annotations
@@ -65,13 +65,20 @@ class BertEncoder:
     #: 2.3x the time on long turns for no better recall (see augment/embedding.py).
     MAX_TOKENS = 128
 
-    def __init__(self, folder: Path, *, max_tokens: int = MAX_TOKENS, batch_size: int = 32):
+    #: Word pieces per forward pass. Smaller passes keep the attention scores and the
+    #: feed-forward activations in cache: on two cores, passes of 1,024 embedded LongMemEval
+    #: turns 16% faster than passes of 32 turns (4,096 pieces), and short turns as fast.
+    BATCH_TOKENS = 1024
+
+    def __init__(
+        self, folder: Path, *, max_tokens: int = MAX_TOKENS, batch_tokens: int = BATCH_TOKENS
+    ):
         config = json.loads((folder / "config.json").read_text())
         self.dim = int(config["hidden_size"])
         self.heads = int(config["num_attention_heads"])
         self.eps = float(config.get("layer_norm_eps", 1e-12))
         self.max_tokens = max_tokens
-        self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
         self.tokenizer = WordPiece(folder / "vocab.txt")
         w = read_safetensors(folder / "model.safetensors")
         prefix = "bert." if "bert.embeddings.word_embeddings.weight" in w else ""
@@ -113,9 +120,15 @@ class BertEncoder:
         encoded = [self.tokenizer.encode(t, self.max_tokens) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            out[chunk] = self._forward([encoded[i] for i in chunk])
+        chunk: list[int] = []
+        for i in order:
+            # Sorted by length, so the newest is the longest: the pass pads to its length.
+            if chunk and (len(chunk) + 1) * len(encoded[i]) > self.batch_tokens:
+                out[chunk] = self._forward([encoded[j] for j in chunk])
+                chunk = []
+            chunk.append(i)
+        if chunk:
+            out[chunk] = self._forward([encoded[j] for j in chunk])
         return out
 
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
@@ -151,8 +164,12 @@ class BertEncoder:
         ) in self.layers:
             padded[mask] = x @ qkv_w + qkv_b
             qkv = padded.reshape(b, n, 3, h, hd).transpose(2, 0, 3, 1, 4)
-            scores = (qkv[0] @ qkv[1].transpose(0, 1, 3, 2)) * scale + bias
-            scores -= scores.max(axis=-1, keepdims=True)
+            # Keys transposed into contiguous rows first: numpy's stacked matmul is faster on
+            # them than on the strided view.
+            keys = np.ascontiguousarray(qkv[1].transpose(0, 1, 3, 2))
+            scores = (qkv[0] @ keys) * scale + bias
+            # fmax, not max: same values (no NaNs here), about three times faster on this shape.
+            scores -= np.fmax.reduce(scores, axis=-1, keepdims=True)
             np.exp(scores, out=scores)
             scores /= scores.sum(axis=-1, keepdims=True)
             context = (scores @ qkv[2]).transpose(0, 2, 1, 3)[mask].reshape(-1, d)

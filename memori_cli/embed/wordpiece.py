@@ -3,13 +3,26 @@
 Matches ``BertTokenizer(do_lower_case=True)``: clean the text, space out CJK characters,
 lower-case and strip accents, split on whitespace and punctuation, then greedy longest-match
 WordPiece with ``##`` continuations. Word pieces are cached, since words repeat.
+
+Only as much of a text as the token limit can use is read: a long turn is cut at a whitespace
+well past the limit (whitespace always ends a word, so the words before it are the same as in
+the whole text), and ASCII text takes a regex path that gives the same words as the general one.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
 from pathlib import Path
+
+#: ASCII punctuation (every printable ASCII character that is not a letter, digit or space).
+_ASCII_PUNCT = "".join(chr(c) for c in range(33, 127) if not chr(c).isalnum())
+#: Cleaning ASCII text: tab and newlines become spaces, other control characters go.
+_ASCII_CLEAN = {c: (" " if chr(c) in "\t\n\r" else None) for c in [*range(32), 127]}
+_ASCII_WORD = re.compile(f"[{re.escape(_ASCII_PUNCT)}]|[^ {re.escape(_ASCII_PUNCT)}]+")
+#: Characters read per word piece of the limit before looking further (4 is typical English).
+_CHARS_PER_PIECE = 12
 
 
 def _is_punctuation(ch: str) -> bool:
@@ -47,17 +60,29 @@ class WordPiece:
 
     def encode(self, text: str, max_tokens: int) -> list[int]:
         """``[CLS] pieces... [SEP]``, truncated to ``max_tokens`` ids in all."""
-        ids = [self.cls]
-        budget = max_tokens - 2
-        for word in self._basic(text):
-            ids.extend(self._pieces(word))
-            if len(ids) - 1 >= budget:
-                del ids[budget + 1 :]
-                break
-        ids.append(self.sep)
-        return ids
+        budget = max(max_tokens - 2, 0)
+        window = _CHARS_PER_PIECE * budget
+        while True:
+            part = text
+            if window < len(text):
+                cut = max(text.rfind(ws, 0, window) for ws in " \t\n\r")
+                part = text[:cut] if cut > 0 else ""
+            ids: list[int] = []
+            for word in self._basic(part):
+                ids.extend(self._pieces(word))
+                if len(ids) >= budget:
+                    break
+            if part is text or len(ids) >= budget:
+                return [self.cls, *ids[:budget], self.sep]
+            window *= 4
 
     def _basic(self, text: str) -> list[str]:
+        if text.isascii():
+            return _ASCII_WORD.findall(text.translate(_ASCII_CLEAN).lower())
+        return self._basic_general(text)
+
+    def _basic_general(self, text: str) -> list[str]:
+        """BERT's basic tokenizer, character by character: clean, split, lower, strip accents."""
         out: list[str] = []
         for ch in text:
             cp = ord(ch)

@@ -13,7 +13,7 @@ from ..store import memories as store_memories
 from ..store.messages import get_messages, neighbours, speakers
 from .hybrid import (
     RankingConfig,
-    asks_assistant,
+    asked_roles,
     candidates,
     fuse,
     mentioned_speakers,
@@ -147,7 +147,7 @@ def recall(
         if not searched and (mid not in rows or not _passes(rows[mid], process_id, since, until)):
             del fused[mid]
     hits = []
-    roles = {"assistant"} if asks_assistant(query) else set()
+    roles = asked_roles(query)
     for message_id, score, parts in rank(fused, rows, config, speakers=about, roles=roles)[:limit]:
         row = rows[message_id]
         source = row["external_id"] if row["external_id"] is not None else str(row["id"])

@@ -122,6 +122,21 @@ def asks_assistant(query: str) -> bool:
     return _ASKS_ASSISTANT.search(query) is not None
 
 
+# A question in the first person ("what did I...", "my dog") is about the user: what they said
+# of themselves is in their own turns, not in the assistant's replies that echo it.
+_FIRST_PERSON = re.compile(r"\b(?:i|me|my|mine|myself|i'm|i've|i'd|i'll)\b", re.IGNORECASE)
+
+
+def asked_roles(query: str) -> set[str]:
+    """The roles whose turns answer ``query``: the assistant's for a question about what it
+    said, the user's for one in the first person, else none (see :func:`rank`)."""
+    if asks_assistant(query):
+        return {"assistant"}
+    if _FIRST_PERSON.search(query):
+        return {"user"}
+    return set()
+
+
 def rank(
     fused: dict[int, dict[str, Any]],
     rows: dict[int, dict[str, Any]],
