@@ -656,3 +656,43 @@ def test_without_the_sdk_memori_mcp_says_how_to_install_it(
     result = runner.invoke(app, ["--db", str(db), "mcp"])
     assert result.exit_code == 1
     assert "pip install 'memori-cli[mcp]'" in result.stderr
+
+
+def test_naming_another_entity_without_allow_entity_arg_is_refused_not_served(
+    mem: Memori,
+) -> None:
+    # The tools offer no `entity` argument here; a call that sends one anyway must not be
+    # answered (or stored) for the served entity as though it were the one named.
+    seeded(mem)
+    server = build_server(mem, Scope("maya"))
+    before = mem.store.conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+
+    async def body(c: Client) -> tuple[str, str, str, Any]:
+        return (
+            await error(c, "list_memories", entity="ana"),
+            await error(c, "remember", text="I am Ana and I like rooibos", entity="ana"),
+            await error(c, "read_graph", entity=5),
+            await call(c, "list_memories", entity="maya"),  # its own name: fine
+        )
+
+    listed, remembered, graph, own = drive(server, body)
+    for text in (listed, remembered, graph):
+        assert "serves entity 'maya' only" in text
+    assert own == mem.memories("maya", limit=50)
+    assert mem.store.conn.execute("SELECT count(*) FROM messages").fetchone()[0] == before
+
+
+def test_at_a_terminal_memori_mcp_says_what_it_is_and_how_to_stop_it(
+    monkeypatch: pytest.MonkeyPatch, db: Path
+) -> None:
+    # Ctrl-C alone does not stop the stdio server (the SDK's reader waits on stdin).
+    import memori_cli.cli.mcp as cli_mcp
+    import memori_cli.mcp.server as serving
+
+    monkeypatch.setattr(serving, "run_stdio", lambda server: None)
+    for tty, said in ((True, True), (False, False)):
+        monkeypatch.setattr(cli_mcp, "_at_a_terminal", lambda tty=tty: tty)
+        result = runner.invoke(app, ["--db", str(db), "mcp"])
+        assert result.exit_code == 0, result.stderr
+        assert ("Ctrl-D stops it" in result.stderr) == said
+        assert result.stdout == ""

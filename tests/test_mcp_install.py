@@ -119,3 +119,36 @@ def test_default_config_paths(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert install.config_path("claude-desktop") == (
         tmp_path / "Library" / "Application Support" / "Claude" / "claude_desktop_config.json"
     )
+
+
+def test_the_claude_code_command_carries_the_env_and_quotes_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shlex
+
+    home = tmp_path / "my memori"
+    monkeypatch.setenv("MEMORI_HOME", str(home))
+    db = tmp_path / "a store" / "memori.db"
+    code, out, err = run("--db", str(db), "mcp", "install", "--client", "claude-code")
+    assert code == 0, err
+    entry = json.loads(out)["mcpServers"]["memori"]
+    line = next(x for x in err.splitlines() if x.startswith("Or: ")).removeprefix("Or: ")
+    words = shlex.split(line)
+    # Without MEMORI_HOME the server Claude Code starts opens another store.
+    assert words[: words.index("memori")] == [
+        "claude", "mcp", "add", "--scope", "user", "--env", f"MEMORI_HOME={home}"
+    ]  # fmt: skip
+    assert words[words.index("--") + 1 :] == [entry["command"], *entry["args"]]
+
+
+def test_two_writes_within_a_second_keep_the_first_backup(tmp_path: Path) -> None:
+    config = tmp_path / "mcp.json"
+    original = json.dumps({"mcpServers": {"github": {"command": "gh"}}})
+    config.write_text(original)
+    for entity in ("maya", "ana"):  # well within one second
+        code, _, err = run("mcp", "install", "--client", "cursor", "--write",
+                           "--config", str(config), "--entity", entity)  # fmt: skip
+        assert code == 0, err
+    backups = sorted(tmp_path.glob("mcp.json.memori-backup-*"))
+    assert len(backups) == 2
+    assert original in [b.read_text() for b in backups]

@@ -5,6 +5,7 @@ port in this process), which forwards to the project's scripted server
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -684,6 +685,9 @@ def test_cli_refuses_options_that_cannot_work(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "only with a token" in result.output
     result = runner.invoke(app, ["--db", db, "serve", "--upstream", "ftp://x"])
     assert result.exit_code == 2 and "not an http:// or https:// URL" in result.output
+    result = runner.invoke(app, ["--db", db, "serve", "--upstream", "http://127.0.0.1:9",
+                                 "--log-level", "bogus"])  # fmt: skip
+    assert result.exit_code == 2 and "'bogus' is not one of" in result.output, result.output
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -826,3 +830,176 @@ def test_serve_settings_in_config_are_checked(monkeypatch: pytest.MonkeyPatch) -
     ]:
         with pytest.raises(MemoriError, match=said):
             ServeOptions.from_config(table)
+
+
+# -- review fixes --------------------------------------------------------------------------
+def test_a_lone_surrogate_in_a_body_that_gets_memories_is_forwarded_not_a_500(
+    mem: Memori, llm: LLMServer, proxy: Running
+) -> None:
+    # "\ud800" is valid JSON but no UTF-8: re-encoding the injected body must not fail.
+    remember(mem, "maya", "I drink oolong tea every morning.")
+    body = (
+        b'{"model": "m", "messages": [{"role": "system", "content": "Be brief \\ud800"},'
+        b' {"role": "user", "content": "Which oolong tea?"}]}'
+    )
+    reply = httpx.post(
+        proxy.url + "/v1/chat/completions", content=body, headers={"X-Memori-Entity": "maya"}
+    )
+    assert reply.status_code == 200
+    assert "oolong" in system_sent(llm)
+    assert system_sent(llm).startswith("Be brief \ud800\n\n<memori-memories>")
+    assert [role for role, _, _ in stored(mem, at_least=3)][-2:] == ["user", "assistant"]
+
+
+def test_an_empty_key_after_bearer_still_reaches_the_upstream(
+    mem: Memori, llm: LLMServer, proxy: Running
+) -> None:
+    # The README's curl with $OPENAI_API_KEY unset sends "Authorization: Bearer " (a local
+    # llama.cpp server needs no key): httpx refuses a value ending in a space.
+    import http.client  # httpx itself will not send such a header; curl and http.client do
+
+    host, port = proxy.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("POST", "/v1/chat/completions", json.dumps({"model": "m", "messages": [ASK]}),
+                 {"Authorization": "Bearer ", "Content-Type": "application/json"})  # fmt: skip
+    reply = conn.getresponse()
+    assert reply.status == 200, reply.read()
+    conn.close()
+    assert llm.headers[-1]["authorization"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Origin": "https://evil.example"}, 403),
+        ({"Origin": "null"}, 403),
+        ({"Host": "evil.example:8765"}, 403),
+        ({"Origin": "http://localhost:3000"}, 200),
+        ({"Host": "[::1"}, 403),
+        ({"Host": "localhost"}, 200),
+        ({"Host": "0.0.0.0:8765"}, 200),
+        ({"Origin": "http://[::1]:5173"}, 200),
+    ],
+)
+def test_without_a_token_web_pages_and_rebound_names_are_refused(
+    mem: Memori, llm: LLMServer, proxy: Running, headers: dict[str, str], status: int
+) -> None:
+    # Any site the user visits can POST to 127.0.0.1 (text/plain needs no preflight), and
+    # llama.cpp's server answers with Access-Control-Allow-Origin: *: without this, a page
+    # could read what memori injects, or plant memories.
+    remember(mem, "maya", "My bank is Tidepool Savings.")
+    before = len(stored(mem))
+    reply = httpx.post(
+        proxy.url + "/v1/chat/completions",
+        content=json.dumps({"user": "maya", "messages": [{"role": "user", "content": "bank?"}]}),
+        headers={"Content-Type": "text/plain", **headers},
+    )
+    assert reply.status_code == status, reply.text
+    if status == 403:
+        assert "--token" in reply.json()["error"]["message"]
+        assert llm.requests == [] and len(stored(mem)) == before
+    # The pass-through routes and Anthropic's are guarded alike.
+    assert httpx.get(proxy.url + "/v1/models", headers=headers).status_code == (
+        403 if status == 403 else 200
+    )
+    refused = httpx.post(proxy.url + "/v1/messages", json={"messages": []}, headers=headers)
+    assert (refused.status_code == 403) == (status == 403)
+
+
+def test_with_a_token_a_browser_that_has_it_gets_in(mem: Memori, llm: LLMServer) -> None:
+    running = serving(mem, llm, token=TOKEN)
+    try:
+        reply = httpx.post(
+            running.url + "/v1/chat/completions",
+            content=json.dumps({"model": "m", "messages": [ASK]}),
+            headers={"Origin": "https://my-app.example", "X-Memori-Token": TOKEN},
+        )
+    finally:
+        running.stop()
+    assert reply.status_code == 200
+
+
+def test_a_forwarded_reply_has_one_date_and_the_upstreams_server(
+    mem: Memori, llm: LLMServer, proxy: Running
+) -> None:
+    for reply in (
+        httpx.get(proxy.url + "/v1/models"),
+        httpx.post(proxy.url + "/v1/chat/completions", json={"model": "m", "messages": [ASK]}),
+    ):
+        assert reply.status_code == 200
+        assert len(reply.headers.get_list("date")) == 1
+        [server] = reply.headers.get_list("server")
+        assert server.startswith("BaseHTTP/")  # the upstream's, not uvicorn's beside it
+
+
+def test_a_passed_through_path_keeps_its_escapes(
+    mem: Memori, llm: LLMServer, proxy: Running
+) -> None:
+    # A model or file id with a slash ("org/model" as org%2Fmodel) is one path segment; the
+    # decoded path would send the upstream another route.
+    path = "/v1/models/meta-llama%2FLlama-3%20x?limit=2"
+    direct = httpx.post(llm.url + path, json={})
+    via = httpx.post(proxy.url + path, json={})
+    assert (via.status_code, via.content) == (direct.status_code, direct.content)
+    assert b"meta-llama%2FLlama-3%20x" in via.content
+
+
+@pytest.mark.parametrize(
+    ("path", "events"),
+    [
+        ("/v1/chat/completions", [
+            {"choices": [{"index": 0, "delta": {"content": "All of it"}}], "id": "c",
+             "object": "chat.completion.chunk", "created": 0, "model": "m"},
+            "[DONE]",
+        ]),
+        ("/v1/messages", [
+            {"type": "content_block_start", "index": 0,
+             "content_block": {"type": "text", "text": ""}},
+            {"type": "content_block_delta", "index": 0,
+             "delta": {"type": "text_delta", "text": "All of it"}},
+            {"type": "message_stop"},
+        ]),
+    ],
+)  # fmt: skip
+def test_a_client_that_closes_after_the_last_event_got_it_all(
+    mem: Memori, path: str, events: list[Any]
+) -> None:
+    # The SDKs close the stream on [DONE] / message_stop; an upstream that closes its end a
+    # moment later (sse-starlette, llama-cpp-python's server) must not make the capture partial.
+    body = b"".join(
+        f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n".encode() for e in events
+    )
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_then_linger() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body
+                + b"\r\n"
+            )  # fmt: skip
+            time.sleep(3)  # the end of the stream comes late
+            with contextlib.suppress(OSError):
+                conn.sendall(b"0\r\n\r\n")
+
+    threading.Thread(target=answer_then_linger, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    running = start(mem, ServeOptions(upstream=url, anthropic_upstream=url, port=0))
+    try:
+        sent = {"model": "m", "max_tokens": 5, "messages": [ASK], "stream": True}
+        with httpx.stream("POST", running.url + path, json=sent,
+                          headers={"X-Memori-Entity": "maya"}) as reply:  # fmt: skip
+            seen = b""
+            for chunk in reply.iter_bytes():
+                seen += chunk
+                if body in seen:
+                    break  # as the SDKs do: the last event came, the stream is closed
+        assert seen == body
+        sources = {s for _, _, s in stored(mem, "maya", 2)}
+    finally:
+        running.stop()
+        listener.close()
+    flavour = "openai.chat" if "chat" in path else "anthropic.messages"
+    assert sources == {f"capture:serve:{flavour}"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from ..config import default_entity
 from ..errors import MemoriError
 from ..mcp import install as installing
 from ..mcp.scope import DEFAULT_PROCESS, Scope
+from ..net import is_loopback
 from .common import CONTEXT_SETTINGS, MARKUP, err, escape, handle_errors, state
 
 mcp_app = typer.Typer(
@@ -82,7 +84,7 @@ def mcp_command(
         if getattr(exc, "name", "") and not str(exc.name).startswith("mcp"):
             raise
         raise MemoriError(INSTALL_HINT) from None
-    if http and token is None and not serving.is_loopback(host):
+    if http and token is None and not is_loopback(host):
         raise typer.BadParameter(
             f"{host} is not a loopback address: anyone who can reach it could read and change "
             f"this memory. Set a token (--token or ${TOKEN_ENV}), or bind 127.0.0.1",
@@ -100,6 +102,14 @@ def mcp_command(
         if not http:
             err.print(f"memori mcp: serving entity {escape(scope.entity)!r} of {escape(where)} "
                       "on stdio", highlight=False)  # fmt: skip
+            if _at_a_terminal():
+                # Someone trying it by hand: the server reads JSON-RPC, and Ctrl-C alone
+                # does not stop it (the SDK's reader waits on stdin), Ctrl-D does.
+                err.print(
+                    "This is what an MCP host starts (see `memori mcp install`); it reads MCP "
+                    "messages on stdin. Ctrl-D stops it.",
+                    highlight=False,
+                )
             serving.run_stdio(server)
             return
         shown = f"[{host}]" if ":" in host else host
@@ -111,6 +121,11 @@ def mcp_command(
         serving.run_http(server, host=host, port=port, token=token)
     finally:
         mem.close()  # what the host stored is checkpointed before the process goes
+
+
+def _at_a_terminal() -> bool:
+    """Whether stdin is a terminal (a person, not a host)."""
+    return sys.stdin.isatty()
 
 
 @mcp_app.command("install")
@@ -154,9 +169,8 @@ def install_command(
         err.print(f"Add this to {escape(str(where))} (or run again with --write), then restart "
                   "the host.", highlight=False)  # fmt: skip
         if client == "claude-code":
-            args = " ".join(json.dumps(a) if " " in a else a for a in entry["args"])
-            err.print(f"Or: claude mcp add --scope user {escape(name)} -- "
-                      f"{escape(entry['command'])} {escape(args)}", highlight=False)  # fmt: skip
+            line = installing.claude_code_command(name, entry)
+            err.print(f"Or: {escape(line)}", highlight=False, soft_wrap=True)
         return
     path = None if config is None else config.expanduser()
     result = installing.install(client, name, entry, path=path)

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 #: What the ``serve`` extra brings.
 NEEDS = ("starlette", "uvicorn", "httpx")
+#: uvicorn's log levels (another is a KeyError deep in uvicorn).
+LOG_LEVELS = ["critical", "error", "warning", "info", "debug", "trace"]
 
 
 @handle_errors
@@ -65,7 +67,11 @@ def serve_command(
         float | None, typer.Option(help="Seconds the upstream may take to answer [600].")
     ] = None,
     log_level: Annotated[
-        str, typer.Option(help="uvicorn's log level: warning hides the request lines.")
+        str,
+        typer.Option(
+            callback=lambda value: _one_of(value, LOG_LEVELS),
+            help=f"uvicorn's log level ({', '.join(LOG_LEVELS)}): warning hides the request lines.",
+        ),
     ] = "info",
 ) -> None:
     """Run a memory proxy that speaks the OpenAI and Anthropic HTTP APIs.
@@ -98,6 +104,12 @@ def serve_command(
         run(mem, options, log_level=log_level, ready=_announce)
     finally:
         mem.close()
+
+
+def _one_of(value: str, choices: list[str]) -> str:
+    if value.lower() not in choices:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+    return value.lower()
 
 
 def _announce(url: str, options: ServeOptions) -> None:

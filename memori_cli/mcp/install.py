@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import json
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -97,6 +98,17 @@ def server_entry(
     return entry
 
 
+def claude_code_command(name: str, entry: dict[str, Any]) -> str:
+    """The ``claude mcp add`` line that makes the same entry, quoted for a POSIX shell (a
+    path with spaces), with its ``env`` too: without ``MEMORI_HOME`` the server would open
+    another store than the one the user meant."""
+    env = [f"{key}={value}" for key, value in (entry.get("env") or {}).items()]
+    words = ["claude", "mcp", "add", "--scope", "user"]
+    for pair in env:
+        words += ["--env", pair]
+    return shlex.join([*words, name, "--", entry["command"], *entry["args"]])
+
+
 def snippet(client: str, name: str, entry: dict[str, Any]) -> str:
     """The JSON to paste into the host's config file."""
     return json.dumps({servers_key(client): {name: entry}}, indent=2) + "\n"
@@ -148,6 +160,10 @@ def write_config(path: Path, config: dict[str, Any]) -> Path | None:
     if path.exists():
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         backup = path.with_name(f"{path.name}.memori-backup-{stamp}")
+        n = 1
+        while backup.exists():  # a second change within the second: keep the first backup
+            n += 1
+            backup = path.with_name(f"{path.name}.memori-backup-{stamp}-{n}")
         shutil.copy2(path, backup)
         mode = path.stat().st_mode & 0o777
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

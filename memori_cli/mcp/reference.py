@@ -17,7 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
 
-from ..graph import GraphError
+from ..graph import MCP_EXTRACTOR, GraphError
 from ..memori import Memori
 from ..parts import normalise
 from .scope import Scope
@@ -332,7 +332,7 @@ class ReferenceTools:
         for memory in self.mem.memories(entity, limit=1_000_000):
             if memory["about"] != about:
                 continue
-            if wanted is None and memory["extractor"] != "import:mcp":
+            if wanted is None and memory["extractor"] != MCP_EXTRACTOR:
                 continue  # what conversations taught stays; only the node's own notes go
             if wanted is not None and normalise(memory["content"]) not in wanted:
                 continue

@@ -10,19 +10,20 @@ from __future__ import annotations
 import functools
 import hmac
 import inspect
-import ipaddress
 from collections.abc import Callable
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from .. import __version__
 from ..memori import Memori
+from ..net import is_loopback
 from .reference import ARGUMENT_ALIASES, ReferenceTools
-from .scope import Scope
+from .scope import Scope, ScopeError
 from .tools import MemoryTools
 
 INSTRUCTIONS = """memori is the user's long-term memory, kept on their own machine.
@@ -67,12 +68,25 @@ MEMORIES_URI = "memori://memories"
 
 
 class MemoriMCPServer(MCPServer[Any]):
-    """An MCPServer that takes the argument spellings models commonly send."""
+    """An MCPServer that takes the argument spellings models commonly send, and refuses a
+    call naming another entity than its scope's."""
+
+    #: Whose memory the tools serve (set by :func:`build_server`).
+    scope: Scope | None = None
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> Any:
         """Rename known aliases of top-level arguments, then call the tool."""
+        if "entity" in arguments and self.scope is not None and not self.scope.allow_entity_arg:
+            # The tools offer no `entity` here, so the SDK would drop it and answer for the
+            # served entity: a call meant for "ana" would read or write maya's memory as if
+            # it were ana's. Naming the served entity itself is harmless.
+            arguments = dict(arguments)
+            try:
+                self.scope.entity_for(arguments.pop("entity"))
+            except ScopeError as exc:
+                raise ToolError(str(exc)) from None
         aliases = ARGUMENT_ALIASES.get(name, {})
         renamed = {}
         for key, value in arguments.items():
@@ -109,6 +123,7 @@ def build_server(mem: Memori, scope: Scope) -> MemoriMCPServer:
         version=__version__,
         log_level="WARNING",
     )
+    server.scope = scope
     tools, reference = MemoryTools(mem, scope), ReferenceTools(mem, scope)
     for owner, table in ((tools, MEMORI_TOOLS), (reference, REFERENCE_TOOLS)):
         for name, title, hints in table:
@@ -134,16 +149,6 @@ def build_server(mem: Memori, scope: Scope) -> MemoriMCPServer:
 def run_stdio(server: MCPServer[Any]) -> None:
     """Serve on stdin/stdout until the host closes stdin."""
     server.run("stdio")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
-    if host.casefold() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class BearerToken:

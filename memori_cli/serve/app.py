@@ -120,21 +120,31 @@ def _fail(status: int, message: str, flavor: str) -> JSONResponse:
 
 
 class TokenGate:
-    """With a token configured, every request but the health check must carry it."""
+    """With a token configured, every request but the health check must carry it; without
+    one, only this machine's programs get in (:func:`identity.check_local`: no web page, no
+    DNS rebinding)."""
 
     def __init__(self, app: ASGIApp, token: str | None):
         self.app = app
         self.token = token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.token and scope["path"] != HEALTH:
+        if scope["type"] == "http" and scope["path"] != HEALTH:
             try:
-                identity.check_token(Headers(scope=scope), self.token)
+                if self.token:
+                    identity.check_token(Headers(scope=scope), self.token)
+                else:
+                    identity.check_local(Headers(scope=scope))
             except identity.RequestError as exc:
                 flavor = "anthropic" if scope["path"].startswith("/v1/messages") else "openai"
                 await error_response(exc, flavor)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+#: The event types that end a whole reply (Anthropic's, the Responses API's); chat
+#: completions end with ``data: [DONE]``.
+LAST_EVENTS = {"message_stop", "response.completed"}
 
 
 class Tap:
@@ -145,12 +155,16 @@ class Tap:
         self.collector: Collector = call.adapter.collector()
         self.events = EventReader()
         self.failed = False  # the upstream sent an error event: what came is partial
+        # The API's last event came: the reply is whole, even if the client closes before
+        # the upstream ends the stream (the SDKs close on it; some servers linger).
+        self.ended = False
 
     def feed(self, chunk: bytes) -> None:
         """Take the bytes just passed to the client; never raises (the stream goes on)."""
         try:
             for name, data in self.events.feed(chunk):
                 if data == "[DONE]":
+                    self.ended = True
                     continue
                 try:
                     event = json.loads(data)
@@ -162,6 +176,8 @@ class Tap:
                     self.failed = True
                     continue
                 self.collector.add(event)
+                if event.get("type") in LAST_EVENTS:
+                    self.ended = True
         except Exception as exc:  # pragma: no cover - a reply we cannot read still streams
             log.warning("memori serve: could not read a streamed event: %s", exc)
 
@@ -171,7 +187,7 @@ class Tap:
             reply = self.collector.text()
         except Exception:  # pragma: no cover - a reply we cannot read is still captured
             reply = ""
-        self.call.capture(reply, partial=self.failed or not complete)
+        self.call.capture(reply, partial=self.failed or not (complete or self.ended))
 
 
 class Relay(StreamingResponse):
@@ -341,7 +357,7 @@ class Proxy:
         sent = await run_in_threadpool(call.prepare, kwargs) if wanted else kwargs
         if sent is kwargs and "memori_inject" not in body:
             return call, raw
-        return call, json.dumps(sent, ensure_ascii=False).encode("utf-8")
+        return call, _encode(sent)
 
     async def _send(
         self, method: str, url: str, headers: list[tuple[bytes, bytes]], content: Any,
@@ -353,6 +369,12 @@ class Proxy:
         except httpx.TimeoutException:
             timeout = self.options.timeout
             return _fail(504, f"the upstream did not answer within {timeout:g} s", flavor)
+        except httpx.LocalProtocolError:
+            # Not the upstream's fault: a header httpx will not send. Its message quotes the
+            # value, which may be the caller's key: it is left out.
+            return error_response(identity.RequestError(
+                400, "memori: a request header cannot be forwarded (not valid HTTP)"
+            ), flavor)  # fmt: skip
         except httpx.HTTPError as exc:
             return _fail(502, f"the upstream cannot be reached: {exc}", flavor)
         reply_headers = _reply_headers(upstream.headers, decoded=not raw)
@@ -376,8 +398,12 @@ class Proxy:
         return response
 
     def _url(self, flavor: str, request: Request) -> str:
-        """Where the request goes: the upstream's base and the path after ``/v1``."""
-        path = request.url.path
+        """Where the request goes: the upstream's base and the path after ``/v1``, as the
+        client wrote it (``org%2Fmodel`` stays one segment; the decoded path would not)."""
+        raw = request.scope.get("raw_path")
+        path = raw.decode("latin-1") if isinstance(raw, bytes) else ""
+        if not path.startswith("/v1/"):  # "/%761/..." routes as /v1/ too: take the decoded
+            path = request.url.path
         query = f"?{request.url.query}" if request.url.query else ""
         if flavor == "anthropic":
             if self.anthropic_url is None:
@@ -400,6 +426,15 @@ def _reply(call: Call, data: bytes) -> str:
     except Exception as exc:
         log.warning("memori serve: could not read the reply (%s); the request is captured", exc)
         return ""
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    """The body as JSON for the upstream. A string with a lone surrogate (``"\\ud800"`` is
+    valid JSON, but no UTF-8) goes as the escape the client sent, not as a 500."""
+    try:
+        return json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(body).encode("ascii")
 
 
 async def _read_body(request: Request) -> bytes:
@@ -428,7 +463,7 @@ def _forwarded(headers: Headers) -> list[tuple[bytes, bytes]]:
     memori never stores or logs), less hop-by-hop ones and memori's own; replies uncompressed,
     so the proxy reads what it passes on."""
     kept = [
-        (name, value)
+        (name, value.strip(b" \t"))  # "Bearer $KEY" with an empty $KEY: httpx refuses "Bearer "
         for name, value in headers.raw
         if name.lower().decode("latin-1") not in _NOT_FORWARDED
         and not name.lower().startswith(b"x-memori-")
@@ -437,7 +472,8 @@ def _forwarded(headers: Headers) -> list[tuple[bytes, bytes]]:
 
 
 def _reply_headers(headers: httpx.Headers, *, decoded: bool) -> list[tuple[bytes, bytes]]:
-    drop = _HOP | ({"content-length", "content-encoding"} if decoded else set())
+    # uvicorn dates every reply: the upstream's date too would make two Date headers.
+    drop = _HOP | {"date"} | ({"content-length", "content-encoding"} if decoded else set())
     return [(n.lower(), v) for n, v in headers.raw if n.lower().decode("latin-1") not in drop]
 
 

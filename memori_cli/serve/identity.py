@@ -10,6 +10,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hmac
+import ipaddress
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,6 +72,56 @@ def check_token(headers: Mapping[str, str], token: str | None) -> None:
             "this memori serve needs its token in the X-Memori-Token header",
             "authentication_error",
         )
+
+
+def _this_machine(name: str | None, *, unspecified: bool = False) -> bool:
+    """Whether a host name (no port) names this machine: localhost, or a loopback address
+    (with ``unspecified``, 0.0.0.0 and :: too, which clients on Linux and macOS connect to
+    this machine by)."""
+    if not name:
+        return False
+    name = name.casefold()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return address.is_loopback or (unspecified and address.is_unspecified)
+
+
+def check_local(headers: Mapping[str, str]) -> None:
+    """Raise a 403 for a request a web page made: one whose ``Origin`` is not this machine
+    (any site the user visits can POST to 127.0.0.1), or one sent to a ``Host`` that is not
+    this machine's (DNS rebinding: a site's own name resolving to 127.0.0.1). Without a
+    token the proxy serves this machine's programs only; either kind could read the
+    memories a reply carries, or plant some. Programs (SDKs, curl) send no ``Origin``."""
+    host = headers.get("host")
+    try:
+        host_name = None if host is None else urllib.parse.urlsplit(f"//{host}").hostname
+    except ValueError:  # "[::1" and the like
+        host_name = ""
+    if host is not None and not _this_machine(host_name, unspecified=True):
+        raise RequestError(
+            403,
+            f"memori: this memori serve answers requests to this machine only, not to Host "
+            f"{host[:100]!r}; start it with --token to serve other names",
+            "permission_error",
+        )
+    origin = headers.get("origin")
+    if origin is not None:
+        try:
+            local = _this_machine(urllib.parse.urlsplit(origin).hostname)
+        except ValueError:
+            local = False
+        if not local:
+            raise RequestError(
+                403,
+                f"memori: a request from the web page {origin[:100]!r} is refused (a page "
+                "could read or change the memory through it); start memori serve with "
+                "--token to let browsers in, with the token",
+                "permission_error",
+            )
 
 
 def body_user(body: Mapping[str, Any] | None, flavor: str) -> tuple[Any, str] | None:

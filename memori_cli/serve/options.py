@@ -16,9 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
-import socket
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 from ..attribution import validate_id
 from ..config import default_entity
 from ..errors import MemoriError
+from ..net import is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -131,22 +130,6 @@ class ServeOptions:
                 "sends in X-Memori-Token"
             )
         return self
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or a name) is this machine only: every address it
-    resolves to is a loopback one."""
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return False
-    return bool(infos) and all(
-        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
-    )
 
 
 def openai_base(url: str) -> str:

@@ -9,6 +9,7 @@ this machine's is one clear error, not a log line from a thread.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import signal
 import socket
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 #: Seconds uvicorn waits for replies still streaming when it stops, before cutting them off
 #: (each is then captured as partial).
 GRACE_SECONDS = 5
+#: uvicorn adds no ``server`` header of its own: a reply carries the upstream's, once (the
+#: upstream's ``date`` is dropped for uvicorn's, :func:`.app._reply_headers`).
+PASS_HEADERS: dict[str, Any] = {"server_header": False}
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -47,7 +51,9 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        reason = "the port is in use" if exc.errno == 98 else (exc.strerror or str(exc))
+        reason = (
+            "the port is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        )
         raise MemoriError(f"cannot listen on {host}:{port}: {reason}") from None
     return sock
 
@@ -67,7 +73,7 @@ class Running:
     ):  # fmt: skip
         config = uvicorn.Config(
             app, log_level=log_level, log_config=None, access_log=False, lifespan="on",
-            timeout_graceful_shutdown=GRACE_SECONDS,
+            timeout_graceful_shutdown=GRACE_SECONDS, **PASS_HEADERS,
         )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.name = name
@@ -188,7 +194,7 @@ def run(
     try:
         config = uvicorn.Config(
             create_app(mem, options), log_level=log_level, lifespan="on",
-            timeout_graceful_shutdown=GRACE_SECONDS,
+            timeout_graceful_shutdown=GRACE_SECONDS, **PASS_HEADERS,
         )  # fmt: skip
         logging.getLogger("uvicorn.access").addFilter(_NoQuery())
         if ready is not None:
