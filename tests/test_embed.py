@@ -80,6 +80,31 @@ def test_the_engines_agree_and_auto_takes_onnxruntime_where_installed() -> None:
     assert MiniLMEmbedder(folder).engine == "onnxruntime"
 
 
+def test_the_onnx_graph_is_built_once_and_a_damaged_one_rebuilt(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from memori_cli.embed import MiniLMEmbedder, onnx_bert
+
+    folder = need_minilm()
+    need_engine("onnxruntime")
+    first = MiniLMEmbedder(folder).embed(["I moved to Lisbon."])
+    (cached,) = (tmp_path / "home" / "models" / "onnx").glob("*.onnx")
+    real_build = onnx_bert.build
+
+    def no_build(encoder: object) -> bytes:
+        raise AssertionError("built again although the graph is cached")
+
+    monkeypatch.setattr(onnx_bert, "build", no_build)
+    again = MiniLMEmbedder(folder)
+    assert again.engine == "onnxruntime"
+    assert np.allclose(again.embed(["I moved to Lisbon."]), first, atol=1e-6)
+    cached.write_bytes(b"not a model")
+    monkeypatch.setattr(onnx_bert, "build", real_build)
+    repaired = MiniLMEmbedder(folder)
+    assert repaired.engine == "onnxruntime" and not cached.exists()
+    assert np.allclose(repaired.embed(["I moved to Lisbon."]), first, atol=1e-6)
+
+
 def test_an_engine_that_cannot_run_is_explained_or_left_for_numpy(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

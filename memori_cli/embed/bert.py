@@ -100,7 +100,9 @@ class BertEncoder:
         self.max_tokens = max_tokens
         self.batch_tokens = batch_tokens
         self.tokenizer = WordPiece(folder / "vocab.txt")
-        w = read_safetensors(folder / "model.safetensors")
+        #: The weights file (its identity names the cached ONNX graph, see :mod:`.onnx_bert`).
+        self.weights = folder / "model.safetensors"
+        w = read_safetensors(self.weights)
         prefix = "bert." if "bert.embeddings.word_embeddings.weight" in w else ""
 
         def g(name: str) -> np.ndarray:
