@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from memori_cli import Memori, RecallWarning
-from memori_cli.embed import load
+from memori_cli.embed import MiniLMEmbedder, load, minilm_folder, onnx_bert
 from memori_cli.recall import MAX_QUERY_CHARS
 from memori_cli.store import vectors
 from memori_cli.store.fts import match_expression
@@ -146,18 +146,27 @@ def main() -> None:
     args = parser.parse_args()
     embedder = load("minilm")
     rng = random.Random(3)
-    print("embedding throughput (all-MiniLM-L6-v2, numpy), on the example transcript's turns:")
     turns = [json.loads(line)["content"] for line in EXAMPLES.read_text().splitlines()]
-    sentences = (turns * 12)[:256]
-    embedder.embed(sentences[:8])
-    started = time.perf_counter()
-    embedder.embed(sentences)
-    print(f"  batch: {len(sentences) / (time.perf_counter() - started):.0f} sentences/s")
-    started = time.perf_counter()
-    for s in sentences[:50]:
-        embedder.embed([s])
-    single = (time.perf_counter() - started) / 50
-    print(f"  single: {1 / single:.0f} sentences/s ({single * 1000:.1f} ms each)")
+    short = (turns * 12)[:256]
+    # Long turns, as LongMemEval's assistant replies: eight turns joined, cut at 128 pieces.
+    long = [" ".join(turns[i : i + 8]) for i in range(len(turns))] * 4
+    engines = ["numpy", *(["onnxruntime"] if onnx_bert.available() else [])]
+    print("embedding throughput (all-MiniLM-L6-v2), on the example transcript's turns:")
+    for engine in engines:
+        model = MiniLMEmbedder(minilm_folder() or Path("."), engine=engine)
+        model.embed(short[:8])
+        rates = []
+        for texts in (short, long):
+            started = time.perf_counter()
+            model.embed(texts)
+            rates.append(len(texts) / (time.perf_counter() - started))
+        started = time.perf_counter()
+        for s in short[:50]:
+            model.embed([s])
+        single = (time.perf_counter() - started) / 50
+        print(f"  {engine:<12} batch: {rates[0]:.0f} sentences/s ({rates[1]:.0f}/s for turns of "
+              f"128 word pieces); single: {single * 1000:.1f} ms")  # fmt: skip
+    print(f"  recall below embeds with {getattr(embedder, 'engine', embedder.name)}")
     for size in args.sizes:
         measure(size, args.queries, embedder.dim, rng)
 

