@@ -1,10 +1,11 @@
 """The BERT encoder's forward pass as an ONNX graph run by onnxruntime (the ``fast`` extra).
 
-The graph is built in memory from the same weights the numpy pass uses (no file to download or
-convert) and computes the same thing: embeddings, then per layer fused q/k/v, masked softmax
+The graph is built from the same weights the numpy pass uses (no file to download or convert)
+and computes the same thing: embeddings, then per layer fused q/k/v, masked softmax
 attention, GELU (the exact erf form) and the two layer norms. onnxruntime fuses and runs it on
-all cores, about 1.7 times as fast as numpy batched and twice as fast for one short query on
-two cores; the vectors agree with the numpy pass to cosine 0.99999 (the test suite checks it).
+all cores: on two, about twice as fast as numpy batched on short turns and 1.6 times on long
+ones or one query; the vectors agree with the numpy pass to cosine 0.99999 (the test suite
+checks it).
 
 Building the graph takes about two seconds (importing onnx included), so it is built once and
 kept in ``$MEMORI_HOME/models/onnx/``, named after the weights file it was made from; a later
