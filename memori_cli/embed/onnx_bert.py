@@ -20,22 +20,40 @@ import importlib.util
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .. import paths
 from ..errors import MemoriError
 
-if TYPE_CHECKING:
-    from .bert import BertEncoder
-
-
 log = logging.getLogger("memori.embed")
 
 #: Raised whenever :func:`build` makes a different graph, so older cached graphs are not used.
 GRAPH_VERSION = 1
+
+
+class Weights(Protocol):
+    """What a graph is built from: a BERT encoder's prepared weights (:class:`.bert.BertEncoder`
+    has them; this module does not import it, since the encoder chooses this pass)."""
+
+    dim: int
+    heads: int
+    eps: float
+    word: np.ndarray
+    position: np.ndarray
+    token_type: np.ndarray
+    emb_ln: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def layers(self) -> Sequence[tuple[np.ndarray, ...]]:
+        """Per layer: q/k/v, output, two layer norms and the feed-forward weights."""
+        ...
+
+    #: The weights file: its identity names the cached graph.
+    weights: Path
 
 
 def available() -> bool:
@@ -65,7 +83,7 @@ class Graph:
         return output
 
 
-def build(encoder: BertEncoder) -> bytes:
+def build(encoder: Weights) -> bytes:
     """The serialised ONNX model of ``encoder``: inputs ``ids`` (batch, length) int64,
     ``positions`` (length,) int64 and ``bias`` (batch, 1, 1, length) float32 (0 for a token,
     -1e9 for padding); output ``hidden`` (batch, length, dim), the last layer's states."""
@@ -135,7 +153,7 @@ def build(encoder: BertEncoder) -> bytes:
     return bytes(model.SerializeToString())
 
 
-def cached_graph(encoder: BertEncoder) -> Path | None:
+def cached_graph(encoder: Weights) -> Path | None:
     """The encoder's graph file in the model cache, built and written there first if missing;
     None where the cache cannot be written (then the caller builds one for the moment)."""
     weights = encoder.weights
@@ -162,9 +180,9 @@ def cached_graph(encoder: BertEncoder) -> Path | None:
 
 class OnnxForward:
     """A BERT encoder's forward pass through onnxruntime: token ids in, pooled unit vectors
-    out, like :meth:`BertEncoder._numpy_forward`."""
+    out, like the numpy pass of :class:`.bert.BertEncoder`."""
 
-    def __init__(self, encoder: BertEncoder):
+    def __init__(self, encoder: Weights):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
