@@ -102,6 +102,32 @@ class BertEncoder:
         self.tokenizer = WordPiece(folder / "vocab.txt")
         #: The weights file (its identity names the cached ONNX graph, see :mod:`.onnx_bert`).
         self.weights = folder / "model.safetensors"
+        self._layer_count = int(config["num_hidden_layers"])
+        self._unload()
+        self._forward = self._numpy_forward
+        #: Who runs the forward pass: "onnxruntime" or "numpy".
+        self.engine = "numpy"
+        if engine != "numpy":
+            onnx = self._onnx_forward(required=engine == "onnxruntime")
+            if onnx is not None:
+                self._forward, self.engine = onnx, "onnxruntime"
+                # The graph holds the weights: free the numpy pass's copies if the graph had
+                # to be built from them (a cached graph needs none).
+                self._unload()
+                return
+        self.load_weights()
+
+    def _unload(self) -> None:
+        self.word = self.position = np.empty((0, self.dim), dtype=np.float32)
+        self.token_type = np.empty(0, dtype=np.float32)
+        self.emb_ln = (self.token_type, self.token_type)
+        self.layers: list[tuple[np.ndarray, ...]] = []
+
+    def load_weights(self) -> None:
+        """Read and prepare the numpy pass's weights (the ONNX graph is built from them too);
+        once."""
+        if self.layers:
+            return
         w = read_safetensors(self.weights)
         prefix = "bert." if "bert.embeddings.word_embeddings.weight" in w else ""
 
@@ -112,8 +138,7 @@ class BertEncoder:
         self.position = np.ascontiguousarray(g("embeddings.position_embeddings.weight"))
         self.token_type = g("embeddings.token_type_embeddings.weight")[0].copy()
         self.emb_ln = (g("embeddings.LayerNorm.weight"), g("embeddings.LayerNorm.bias"))
-        self.layers = []
-        for i in range(int(config["num_hidden_layers"])):
+        for i in range(self._layer_count):
             p = f"encoder.layer.{i}."
             # q, k and v as one (in, 3*out) matrix: one matmul instead of three.
             qkv_w = np.concatenate(
@@ -136,16 +161,6 @@ class BertEncoder:
                     g(p + "output.LayerNorm.weight"), g(p + "output.LayerNorm.bias"),
                 )
             )  # fmt: skip
-        self._forward = self._numpy_forward
-        #: Who runs the forward pass: "onnxruntime" or "numpy".
-        self.engine = "numpy"
-        if engine != "numpy":
-            onnx = self._onnx_forward(required=engine == "onnxruntime")
-            if onnx is not None:
-                self._forward, self.engine = onnx, "onnxruntime"
-                # The graph holds the weights now: free the numpy pass's copies.
-                self.word = self.position = np.empty((0, self.dim), dtype=np.float32)
-                self.layers = []
 
     def _onnx_forward(self, *, required: bool) -> onnx_bert.OnnxForward | None:
         """The onnxruntime pass, or None (numpy then) where it is not installed or fails to

@@ -55,6 +55,9 @@ class Weights(Protocol):
     #: The weights file: its identity names the cached graph.
     weights: Path
 
+    def load_weights(self) -> None:
+        """Fill the arrays above (they may be empty until a graph is built)."""
+
 
 def available() -> bool:
     """Whether onnxruntime and onnx (to build the graph) are importable."""
@@ -89,6 +92,7 @@ def build(encoder: Weights) -> bytes:
     -1e9 for padding); output ``hidden`` (batch, length, dim), the last layer's states."""
     from onnx import TensorProto, helper
 
+    encoder.load_weights()
     g = Graph()
     d, h = encoder.dim, encoder.heads
     eps = encoder.eps
