@@ -9,7 +9,6 @@ date) are :class:`ToolError` results it reads; nothing here prints.
 from __future__ import annotations
 
 import functools
-from collections import Counter
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -22,6 +21,8 @@ from ..importers.formats import RecordError
 from ..importers.normalize import parse_timestamp
 from ..memori import Memori
 from ..parts import KINDS
+from ..store import jobs
+from ..store import messages as store_messages
 from ..store.connect import DatabaseError
 from ..store.core import MAX_ROWID
 from .scope import Scope, ScopeError
@@ -274,9 +275,9 @@ class MemoryTools:
         nodes, augmentation jobs waiting or failed, whether the daemon runs, the models."""
         who = self.scope.entity_for(entity)
         mem = self.mem
-        counts = next((e for e in mem.entities() if e["entity"] == who), {})
+        counts = next(iter(store_messages.list_entities(mem.store, entity_id=who)), {})
         graph = mem.graph.stats(entity_id=who)
-        queue = Counter(j["status"] for j in mem.jobs(limit=1_000_000) if j["entity"] == who)
+        queue = jobs.depth(mem.store, entity_id=who)
         path = mem.store.path
         return {
             "entity": who,
@@ -287,7 +288,7 @@ class MemoryTools:
             "memories": counts.get("memories", 0),
             "sessions": counts.get("sessions", 0),
             "graph": {"nodes": graph["nodes"], "edges": graph["edges"]},
-            "queue": {s: queue.get(s, 0) for s in ("pending", "running", "failed")},
+            "queue": {s: queue[s] for s in ("pending", "running", "failed")},
             "daemon": {"running": paths.daemon_running(path) if path is not None else None},
             "models": {
                 "embedding": mem.config.embedding_model,

@@ -253,10 +253,13 @@ def next_due(store: Store) -> float | None:
     return None if due is None else float(due)
 
 
-def depth(store: Store) -> dict[str, int]:
-    """How many jobs are pending, running, failed and done."""
+def depth(store: Store, entity_id: str | None = None) -> dict[str, int]:
+    """How many jobs are pending, running, failed and done (of one entity, if given)."""
     counts = dict.fromkeys(("pending", "running", "failed", "done"), 0)
-    for status, count in store.conn.execute("SELECT status, count(*) FROM jobs GROUP BY status"):
+    where, args = ("WHERE entity_id = ?", (entity_id,)) if entity_id is not None else ("", ())
+    for status, count in store.conn.execute(
+        f"SELECT status, count(*) FROM jobs {where} GROUP BY status", args
+    ):
         counts[status] = int(count)
     return counts
 

@@ -170,9 +170,10 @@ def counts(store: Store) -> dict[str, int]:
     return out
 
 
-def list_entities(store: Store) -> list[dict[str, Any]]:
-    """Every entity with its message, current-memory and session counts and its last
-    activity (newest message time), most recently active first."""
+def list_entities(store: Store, entity_id: str | None = None) -> list[dict[str, Any]]:
+    """Every entity (or only ``entity_id``) with its message, current-memory and session
+    counts and its last activity (newest message time), most recently active first."""
+    where, args = ("WHERE e.id = ?", (entity_id,)) if entity_id is not None else ("", ())
     rows = store.conn.execute(
         """SELECT e.id,
                   (SELECT count(*) FROM messages m WHERE m.entity_id = e.id),
@@ -181,7 +182,9 @@ def list_entities(store: Store) -> list[dict[str, Any]]:
                   (SELECT count(*) FROM sessions s WHERE s.entity_id = e.id),
                   (SELECT max(m.created_at) FROM messages m WHERE m.entity_id = e.id),
                   e.created_at
-           FROM entities e"""
+           FROM entities e """
+        + where,
+        args,
     ).fetchall()
     keys = ("entity", "messages", "memories", "sessions", "last_activity", "created_at")
     out = [dict(zip(keys, row, strict=True)) for row in rows]
