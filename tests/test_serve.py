@@ -1003,3 +1003,26 @@ def test_a_client_that_closes_after_the_last_event_got_it_all(
         listener.close()
     flavour = "openai.chat" if "chat" in path else "anthropic.messages"
     assert sources == {f"capture:serve:{flavour}"}
+
+
+def test_a_chunk_with_a_null_error_field_is_not_a_failed_stream() -> None:
+    """Some servers send ``"error": null`` in every chunk: only a real error marks it."""
+    from types import SimpleNamespace
+
+    from memori_cli.capture.openai_api import ChatAdapter
+    from memori_cli.serve.app import Tap
+
+    captured: list[tuple[str, bool]] = []
+    call = SimpleNamespace(
+        adapter=ChatAdapter("test"),
+        capture=lambda reply, partial: captured.append((reply, partial)),
+    )
+    tap = Tap(call)  # type: ignore[arg-type]
+    chunk = {"choices": [{"index": 0, "delta": {"content": "Hi"}}], "error": None}
+    tap.feed(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode())
+    tap.finish(complete=True)
+    assert captured == [("Hi", False)]
+    broken = Tap(call)  # type: ignore[arg-type]
+    broken.feed(b'data: {"error": {"message": "overloaded"}}\n\n')
+    broken.finish(complete=True)
+    assert captured[-1][1] is True

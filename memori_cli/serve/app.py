@@ -172,7 +172,7 @@ class Tap:
                     continue
                 if not isinstance(event, dict):
                     continue
-                if name == "error" or event.get("type") == "error" or "error" in event:
+                if name == "error" or event.get("type") == "error" or event.get("error"):
                     self.failed = True
                     continue
                 self.collector.add(event)
