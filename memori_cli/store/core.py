@@ -171,6 +171,31 @@ def _check_idle(conn: Any) -> None:
         )
 
 
+class Tx:
+    """The write transaction of one thread, as :meth:`Store.write` yields it: what a function
+    that must run inside a write takes (``tx.execute``, ``tx.executemany``).
+
+    It holds the thread's connection; a nested :meth:`Store.write` yields the same ``Tx``
+    inside a savepoint. It is only valid inside its ``with`` block.
+    """
+
+    __slots__ = ("connection", "depth")
+
+    def __init__(self, connection: Any):
+        #: The driver's connection the transaction runs on.
+        self.connection = connection
+        #: How many savepoints deep the current work is (0: the transaction itself).
+        self.depth = 0
+
+    def execute(self, sql: str, parameters: Any = ()) -> Any:
+        """Run one statement in the transaction; the driver's cursor."""
+        return self.connection.execute(sql, parameters)
+
+    def executemany(self, sql: str, rows: Iterable[Any]) -> Any:
+        """Run one statement for each of ``rows`` in the transaction."""
+        return self.connection.executemany(sql, rows)
+
+
 class Store:
     """A memori store.
 
@@ -446,30 +471,88 @@ class Store:
 
     # -- transactions --------------------------------------------------------------------
     @contextlib.contextmanager
-    def write(self) -> Iterator[Any]:
+    def write(self) -> Iterator[Tx]:
         """A write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error.
+
+        Inside another write on the same thread it is a ``SAVEPOINT``: its work is undone on
+        error while the outer transaction goes on (and commits or rolls back as a whole).
+        An error of the database driver leaves as :class:`StoreError` (its cause the driver's
+        error; :class:`StoreFullError` for a full disk), so callers never catch driver types.
+        When the ``COMMIT`` itself fails (an I/O error, a full disk, a deferred constraint),
+        the transaction is rolled back; if even that fails, the thread's connection is
+        dropped, so its next write starts on a fresh one instead of failing for ever with
+        "cannot start a transaction within a transaction".
 
         Raises :class:`ReadOnlyStoreError` on a store opened read-only.
         """
+        outer: Tx | None = getattr(self._local, "tx", None)
+        if outer is not None:
+            with self._savepoint(outer):
+                yield outer
+            return
         conn = self.conn
         if self.read_only:
             raise ReadOnlyStoreError(read_only_message(self.describe()))
         _check_idle(conn)
+        tx = Tx(conn)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                if getattr(self._local, "vec", False):
-                    vec0.sync(conn)  # rows a connection without sqlite-vec wrote: into vec0
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except connect.DatabaseError as exc:
-            if disk_full(exc, self.path):
-                raise StoreFullError(full_message(self.path, self.describe())) from exc
+            raise self._write_error(exc) from exc
+        self._local.tx = tx
+        try:
+            yield tx
+            if getattr(self._local, "vec", False):
+                vec0.sync(conn)  # rows a connection without sqlite-vec wrote: into vec0
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._roll_back(conn)
+            if isinstance(exc, connect.DatabaseError):
+                raise self._write_error(exc) from exc
             raise
+        finally:
+            self._local.tx = None
+
+    @contextlib.contextmanager
+    def _savepoint(self, tx: Tx) -> Iterator[None]:
+        tx.depth += 1
+        name = f"memori_{tx.depth}"
+        try:
+            tx.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                tx.execute(f"ROLLBACK TO {name}")
+                tx.execute(f"RELEASE {name}")
+                raise
+            tx.execute(f"RELEASE {name}")
+        except connect.DatabaseError as exc:
+            raise self._write_error(exc) from exc
+        finally:
+            tx.depth -= 1
+
+    def _roll_back(self, conn: Any) -> None:
+        """Roll back this thread's transaction, if SQLite has not already; a connection that
+        cannot leave its transaction is dropped (closed if memori opened it)."""
+        if not getattr(conn, "in_transaction", False):
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except Exception:  # the first error is the one to report
+            self._local.conn = None
+            with contextlib.suppress(ValueError):
+                self._connections.remove(conn)
+            if any(c is conn for c in self._owned):
+                self._owned = [c for c in self._owned if c is not conn]
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def _write_error(self, exc: BaseException) -> StoreError:
+        if isinstance(exc, StoreError):
+            return exc
+        if disk_full(exc, self.path):
+            return StoreFullError(full_message(self.path, self.describe()))
+        return StoreError(f"cannot write the store at {self.describe()}: {exc}")
 
     def checkpoint(self, *, attempts: int = 5, wait_ms: int = 200) -> bool:
         """Copy the WAL into the database file and truncate it; True if that finished.
