@@ -1,8 +1,9 @@
 """The daemon's loop: drain the queue, then wait for a hint that there is more.
 
-Hints come from watchfiles on the store's folder (a commit touches ``-wal``, never the
-``.db`` itself) and from ``PRAGMA data_version`` on the daemon's own connection, polled a few
-times a second; a slow timer catches retries whose backoff has passed. A hint only says
+Hints come from the store's backend: its watch (for SQLite, watchfiles on the store's folder:
+a commit touches ``-wal``, never the ``.db`` itself) and its change token (``PRAGMA
+data_version``) on the daemon's own connection, polled a few times a second; a slow timer
+catches retries whose backoff has passed. A hint only says
 "look": work is always found from the queue itself.
 """
 
@@ -128,8 +129,8 @@ class Daemon:
     def _wait(self, extractor: str) -> None:
         """Sleep until a hint, a due retry, the sweep timer or a stop."""
         assert self.mem is not None
-        conn = self.mem.store.conn
-        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        store = self.mem.store
+        version = store.backend.change_token(store.conn)
         due = jobs.next_due(self.mem.store)
         deadline = time.time() + SWEEP_SECONDS
         if due is not None:
@@ -138,32 +139,16 @@ class Daemon:
         while not self.stop.is_set() and time.time() < deadline:
             if self.wake.wait(POLL_SECONDS):
                 return
-            if conn.execute("PRAGMA data_version").fetchone()[0] != version:
+            if store.backend.change_token(store.conn) != version:
                 return
             self.beat(extractor)
 
     def _watch(self) -> None:
-        """Turn file changes in the store's folder into wake-ups (hints only)."""
+        """Turn changes to the store into wake-ups (hints only)."""
+        assert self.mem is not None
         try:
-            import watchfiles
-
-            prefix = self.db_path.name
-
-            def ours(change: Any, path: str) -> bool:
-                return Path(path).name.startswith(prefix)
-
-            for _ in watchfiles.watch(
-                self.db_path.parent,
-                watch_filter=ours,
-                stop_event=self.stop,
-                debounce=20,
-                step=10,
-                recursive=False,
-                rust_timeout=1000,
-                yield_on_timeout=False,
-            ):
-                self.wake.set()
-        except Exception as exc:  # polling data_version still finds every commit
+            self.mem.store.backend.watch(self.db_path, self.stop, self.wake)
+        except Exception as exc:  # polling the change token still finds every commit
             log.warning("file watching is off (%s); polling only", exc)
 
     def beat(self, extractor: str, *, force: bool = False) -> None:

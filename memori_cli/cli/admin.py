@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import platform
@@ -18,7 +17,7 @@ from rich.table import Table
 from .. import __version__, capture, config, gguf_file, paths
 from ..errors import ForgetWarning, MemoriError, NoStoreError
 from ..memori import Memori
-from ..store import connect, jobs
+from ..store import jobs
 from .chat_state import forget_history
 from .common import err, escape, handle_errors, narrow, out, print_json, side_width, state
 
@@ -214,34 +213,15 @@ def doctor_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
         },
     ]
     mem = state(ctx).memori()
+    conn = None
     try:
         conn = mem.store.conn
-        opened = True
     except NoStoreError as exc:  # nothing written yet: the first import or capture makes it
         checks.append({"check": "store", "status": "warn", "detail": str(exc)})
-        conn = connect.connect_path(":memory:")
-        opened = False
     except MemoriError as exc:
         checks.append({"check": "store", "status": "fail", "detail": str(exc)})
-        conn = connect.connect_path(":memory:")
-        opened = False
-    try:
-        if not opened:
-            connect.load_vec(conn)
-        versions = connect.versions(conn)
-        checks.append(
-            {
-                "check": "sqlite",
-                "status": "ok",
-                "detail": f"{versions['driver']}, SQLite {versions['sqlite']}, "
-                f"sqlite-vec {versions['sqlite_vec']}",
-            }
-        )
-    except MemoriError as exc:
-        checks.append({"check": "sqlite", "status": "fail", "detail": str(exc)})
-    checks.append(_vector_path_check(conn, opened))
-    if opened:
-        checks.append(_fts_check(conn))
+    opened = conn is not None
+    checks.extend(mem.store.backend.checks(conn))
     checks.append(_import_name_check())
     checks.append(_dir_check("data dir", paths.data_dir()))
     if opened:
@@ -283,52 +263,6 @@ def doctor_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
         out.print(table)
     if any(c["status"] == "fail" for c in checks):
         raise typer.Exit(1)
-
-
-def _vector_path_check(conn: Any, opened: bool) -> dict[str, Any]:
-    """Which vector search this store's connection takes and why, and what a stdlib
-    ``sqlite3`` connection (``Memori(conn=lambda: sqlite3.connect(...))``) would take."""
-    import sqlite3
-
-    from ..store import vec0
-
-    name, why = connect.vector_path(conn)
-    if opened and name == "sqlite-vec" and not vec0.usable(conn):
-        with contextlib.suppress(Exception):  # a store without vectors yet has no index
-            if conn.execute("SELECT 1 FROM message_embeddings LIMIT 1").fetchone():
-                name, why = (
-                    "numpy",
-                    (
-                        why + ", but its vec0 index lags vectors written without sqlite-vec; "
-                        "searches take the numpy path until the next write brings it in step"
-                    ),
-                )
-    probe = sqlite3.connect(":memory:")
-    try:
-        stdlib_name, _ = connect.vector_path(probe)
-        stdlib = f"SQLite {sqlite3.sqlite_version}: the {stdlib_name} path"
-        try:
-            connect.check_fts5(probe)
-        except MemoriError:
-            stdlib += ", and no FTS5: memori cannot use it"
-    finally:
-        probe.close()
-    return {
-        "check": "vector path",
-        "status": "ok",
-        "detail": f"{name}: {why} (a stdlib sqlite3 connection here: {stdlib})",
-    }
-
-
-def _fts_check(conn: Any) -> dict[str, Any]:
-    if connect.fts_secure_delete(conn):
-        detail = "FTS5 with secure-delete: forgotten text leaves the search index at once"
-    else:
-        detail = (
-            "FTS5 without secure-delete (the store was made or opened by SQLite before 3.44): "
-            "forgetting merges the search index so forgotten text leaves it"
-        )
-    return {"check": "search index", "status": "ok", "detail": detail}
 
 
 def _import_name_check() -> dict[str, Any]:

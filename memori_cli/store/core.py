@@ -5,18 +5,18 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import shutil
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import paths
 from ..errors import NoStoreError, ReadOnlyStoreError, StoreError, StoreFullError
-from . import connect, vec0
+from . import connect
+from .backend import Backend, backend_for
 from .matrix import Matrices
 from .migrations import APPLICATION_ID, migrations
+from .sqlite import SQLITE_CORRUPT, SQLITE_NOTADB, disk_full, error_code, free_bytes
 
 # SQLite integers are signed 64-bit. No row has an id outside that range, and binding a larger
 # Python int raises OverflowError, so a lookup by such an id finds nothing instead.
@@ -63,33 +63,6 @@ def writable(path: Path) -> bool:
     if not os.access(folder, os.W_OK):
         return False
     return not path.exists() or os.access(path, os.W_OK)
-
-
-#: SQLite result codes (the primary code, the low byte of an extended one).
-SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26
-#: Below this much free space an I/O error opening or writing the store is taken for a full
-#: disk (SQLite reports a ``-shm`` file it cannot grow as a plain "disk I/O error").
-FULL_BELOW_BYTES = 1 << 20
-
-
-def free_bytes(path: Path) -> int | None:
-    """Free bytes (for this user) on the file system holding ``path``; None if unknown."""
-    try:
-        return shutil.disk_usage(path.parent if str(path.parent) else Path(".")).free
-    except OSError:
-        return None
-
-
-def disk_full(exc: BaseException, path: Path | None) -> bool:
-    """Whether ``exc`` (a driver error) comes from a full disk or quota."""
-    code = int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
-    text = str(exc)
-    if code == SQLITE_FULL or "disk is full" in text:
-        return True
-    if path is not None and "disk I/O error" in text:
-        free = free_bytes(path)
-        return free is not None and free < FULL_BELOW_BYTES
-    return False
 
 
 def full_message(path: Path | None, where: str, *, opening: bool = False) -> str:
@@ -223,6 +196,8 @@ class Store:
         create: bool = True,
     ):
         self.create = create
+        #: The storage engine (today SQLite for every ``conn`` memori accepts).
+        self.backend: Backend = backend_for(conn)
         self.path: Path | None
         if conn is None or isinstance(conn, (str, os.PathLike)):
             self.path = Path(conn) if conn is not None else paths.default_db_path()
@@ -298,7 +273,6 @@ class Store:
         except BaseException:
             release()
             raise
-        self._local.vec = connect.has_vec(raw)
         if owned:
             self._owned.append(raw)
         if read_only:
@@ -404,7 +378,7 @@ class Store:
                 raise StoreFullError(
                     full_message(self.path, self.describe(), opening=True)
                 ) from exc
-            code = int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+            code = error_code(exc)
             if code not in (0, SQLITE_NOTADB, SQLITE_CORRUPT):
                 raise StoreError(f"cannot read the store at {self.describe()}: {exc}") from exc
             raise StoreError(
@@ -496,18 +470,16 @@ class Store:
         _check_idle(conn)
         tx = Tx(conn)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except connect.DatabaseError as exc:
+            self.backend.begin(conn)
+        except self.backend.errors as exc:
             raise self._write_error(exc) from exc
         self._local.tx = tx
         try:
             yield tx
-            if getattr(self._local, "vec", False):
-                vec0.sync(conn)  # rows a connection without sqlite-vec wrote: into vec0
-            conn.execute("COMMIT")
+            self.backend.commit(conn)
         except BaseException as exc:
             self._roll_back(conn)
-            if isinstance(exc, connect.DatabaseError):
+            if isinstance(exc, self.backend.errors):
                 raise self._write_error(exc) from exc
             raise
         finally:
@@ -526,7 +498,7 @@ class Store:
                 tx.execute(f"RELEASE {name}")
                 raise
             tx.execute(f"RELEASE {name}")
-        except connect.DatabaseError as exc:
+        except self.backend.errors as exc:
             raise self._write_error(exc) from exc
         finally:
             tx.depth -= 1
@@ -534,10 +506,10 @@ class Store:
     def _roll_back(self, conn: Any) -> None:
         """Roll back this thread's transaction, if SQLite has not already; a connection that
         cannot leave its transaction is dropped (closed if memori opened it)."""
-        if not getattr(conn, "in_transaction", False):
+        if not self.backend.in_transaction(conn):
             return
         try:
-            conn.execute("ROLLBACK")
+            self.backend.rollback(conn)
         except Exception:  # the first error is the one to report
             self._local.conn = None
             with contextlib.suppress(ValueError):
@@ -550,28 +522,15 @@ class Store:
     def _write_error(self, exc: BaseException) -> StoreError:
         if isinstance(exc, StoreError):
             return exc
-        if disk_full(exc, self.path):
+        if self.backend.is_full(exc, self.path):
             return StoreFullError(full_message(self.path, self.describe()))
         return StoreError(f"cannot write the store at {self.describe()}: {exc}")
 
     def checkpoint(self, *, attempts: int = 5, wait_ms: int = 200) -> bool:
-        """Copy the WAL into the database file and truncate it; True if that finished.
+        """Give back what deleted rows leave outside the store's main file (SQLite: copy the
+        write-ahead log into it and truncate the log); True if that finished.
 
-        A reader elsewhere that holds an older snapshot keeps the checkpoint from completing
-        (``PRAGMA wal_checkpoint`` then reports busy, or fewer frames checkpointed than the log
-        holds). Each attempt waits at most ``wait_ms`` on the busy handler, not the usual busy
-        timeout, with a short pause between attempts; False if every attempt fell short.
+        A reader elsewhere that holds an older snapshot keeps it from completing; each of the
+        ``attempts`` waits at most ``wait_ms`` for it, not the usual busy timeout.
         """
-        conn = self.conn
-        conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
-        try:
-            for attempt in range(max(1, attempts)):
-                if attempt:
-                    time.sleep(wait_ms / 1000 * attempt)
-                busy, log, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-                # (0, -1, -1): not in WAL mode, nothing to copy. (0, n, n): all of it copied.
-                if not busy and log == done:
-                    return True
-            return False
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {connect.BUSY_TIMEOUT_MS}")
+        return self.backend.after_forget(self.conn, attempts=attempts, wait_ms=wait_ms)

@@ -1,0 +1,132 @@
+"""The storage engine behind a :class:`~memori_cli.store.Store`: what differs by engine.
+
+The store's shared modules (messages, memories, graph, jobs) hold the SQL every engine runs
+and the rules of the data; what only an engine knows goes through a :class:`Backend`: how to
+connect and configure a connection, migrate, begin and end a write, which errors mean a full
+disk or a lock to retry, how a process learns that another one committed, how to give back
+the space and the log after a forget, and the versions ``memori doctor`` shows. SQLite
+(:mod:`memori_cli.store.sqlite`) is the first implementation; :func:`backend_for` picks the
+one a ``conn`` argument asks for.
+
+A backend imports nothing above the store (it is what the store stands on).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import StoreError
+from .sqlite import SQLITE
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One storage engine. Connections are the engine driver's own (DB-API 2.0)."""
+
+    #: The engine's name, as ``memori doctor`` shows it ("sqlite").
+    name: str
+    #: The DB-API parameter style of the SQL the shared modules write ("qmark": ``?``).
+    paramstyle: str
+    #: The base classes of the driver's errors (catch them as ``except backend.errors``).
+    errors: tuple[type[Exception], ...]
+
+    # -- connections -----------------------------------------------------------------------
+    def connect(self, target: str, *, read_only: bool = False) -> Any:
+        """A new connection to the store at ``target``, in autocommit mode (memori begins
+        its own transactions), usable from any thread; ``read_only`` writes nothing."""
+        ...
+
+    def connect_like(self, conn: Any, target: str) -> Any:
+        """A new connection to ``target`` from the driver ``conn`` comes from (a caller's
+        connection used from another thread gets a sibling, never a second driver)."""
+        ...
+
+    def configure(self, conn: Any, *, read_only: bool = False) -> None:
+        """Set on a new connection what memori relies on (timeouts, durability, extensions);
+        raise :class:`~memori_cli.errors.ExtensionError` if the engine lacks a feature."""
+        ...
+
+    def migrate(self, conn: Any) -> None:
+        """Bring the schema up to date, once, even with several processes opening at once."""
+        ...
+
+    # -- transactions ----------------------------------------------------------------------
+    def begin(self, conn: Any, *, entity: str | None = None) -> None:
+        """Begin a write transaction that holds the write lock from its start (``entity``:
+        the entity the work is for, for engines that lock per entity)."""
+        ...
+
+    def commit(self, conn: Any) -> None:
+        """Finish the engine's own work of the transaction (indexes) and commit it."""
+        ...
+
+    def rollback(self, conn: Any) -> None:
+        """Roll back the open transaction; raises if the engine cannot."""
+        ...
+
+    def in_transaction(self, conn: Any) -> bool:
+        """Whether ``conn`` is inside a transaction."""
+        ...
+
+    def is_full(self, exc: BaseException, target: Path | None) -> bool:
+        """Whether the driver error ``exc`` comes from a full disk or quota."""
+        ...
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether the driver error ``exc`` is a lock that goes away when retried."""
+        ...
+
+    # -- changes and housekeeping ----------------------------------------------------------
+    def change_token(self, conn: Any) -> int:
+        """A number that changes when another connection commits (compare two readings)."""
+        ...
+
+    def watch(self, target: Path, stop: threading.Event, wake: threading.Event) -> None:
+        """Set ``wake`` whenever the store at ``target`` may have changed, until ``stop``.
+        Hints only: :meth:`change_token` polled on a timer still finds every commit."""
+        ...
+
+    def after_forget(self, conn: Any, *, attempts: int = 5, wait_ms: int = 200) -> bool:
+        """Give back what deleted rows leave behind (the SQLite write-ahead log); True if
+        nothing of them is left outside the store's main file."""
+        ...
+
+    def versions(self, conn: Any) -> dict[str, str]:
+        """The driver's and the engine's versions as seen through ``conn``."""
+        ...
+
+    def checks(self, conn: Any | None) -> list[dict[str, str]]:
+        """``memori doctor``'s lines about the engine (``check``, ``status`` ok/warn/fail,
+        ``detail``): versions, search paths, indexes; ``conn`` None when no store opened."""
+        ...
+
+
+def registered() -> list[Backend]:
+    """Every backend this version has (the contract suite runs against each)."""
+    return [SQLITE]
+
+
+def backend_for(conn: Any) -> Backend:
+    """The backend a ``Memori(conn=...)`` / ``--db`` / ``MEMORI_DB`` value asks for.
+
+    Paths, SQLite connections and factories (and ``None``, the default store) are SQLite.
+    A database URL of an engine memori does not support yet is refused with a clear
+    :class:`~memori_cli.errors.StoreError` instead of being taken for a file name.
+    """
+    if isinstance(conn, (str, os.PathLike)):
+        text = os.fspath(conn)
+        scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+        if scheme.startswith(("postgres", "mysql", "mariadb", "cockroach")):
+            raise StoreError(
+                f"memori cannot open {scheme}:// databases yet: this version stores memory in "
+                "SQLite only. Pass a file path (Memori(conn='memori.db'), --db memori.db)"
+            )
+        if scheme == "sqlite":
+            raise StoreError(
+                f"pass the SQLite store as a file path, not a URL: {text!r} "
+                f"(for example {text.split('://', 1)[1] or 'memori.db'!r})"
+            )
+    return SQLITE

@@ -1,0 +1,229 @@
+"""SQLite, the first :class:`~memori_cli.store.backend.Backend`: one file on one disk.
+
+Stores opened by path use the sqlean.py driver (SQLite 3.50, loads sqlite-vec); a caller's
+connection may come from any DB-API SQLite driver (see :mod:`memori_cli.store.connect`).
+Writes are ``BEGIN IMMEDIATE`` transactions in WAL mode; other processes' commits are seen
+through ``PRAGMA data_version`` and, as hints, file events on the store's folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import connect, migrations, vec0
+
+#: SQLite result codes (the primary code, the low byte of an extended one).
+SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26
+#: Below this much free space an I/O error opening or writing the store is taken for a full
+#: disk (SQLite reports a ``-shm`` file it cannot grow as a plain "disk I/O error").
+FULL_BELOW_BYTES = 1 << 20
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes (for this user) on the file system holding ``path``; None if unknown."""
+    try:
+        return shutil.disk_usage(path.parent if str(path.parent) else Path(".")).free
+    except OSError:
+        return None
+
+
+def error_code(exc: BaseException) -> int:
+    """The primary SQLite result code of a driver error (0 when the driver gives none)."""
+    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
+def disk_full(exc: BaseException, path: Path | None) -> bool:
+    """Whether ``exc`` (a driver error) comes from a full disk or quota."""
+    text = str(exc)
+    if error_code(exc) == SQLITE_FULL or "disk is full" in text:
+        return True
+    if path is not None and "disk I/O error" in text:
+        free = free_bytes(path)
+        return free is not None and free < FULL_BELOW_BYTES
+    return False
+
+
+class SqliteBackend:
+    """The SQLite engine (see the module docstring). Stateless: one instance serves all."""
+
+    name = "sqlite"
+    paramstyle = "qmark"
+    errors = connect.DatabaseError
+
+    # -- connections -----------------------------------------------------------------------
+    def connect(self, target: str, *, read_only: bool = False) -> Any:
+        return connect.connect_read_only(target) if read_only else connect.connect_path(target)
+
+    def connect_like(self, conn: Any, target: str) -> Any:
+        return connect.same_driver(conn, target)
+
+    def configure(self, conn: Any, *, read_only: bool = False) -> None:
+        connect.configure(conn, read_only=read_only)
+
+    def migrate(self, conn: Any) -> None:
+        # Under BEGIN IMMEDIATE so two processes opening a fresh store never race; the
+        # migrations' own transactions become savepoints inside it.
+        self.begin(conn)
+        try:
+            # SQLite before 3.44 cannot read FTS5 indexes written with secure-delete.
+            connect.downgrade_fts(conn)
+            import sqlite_utils
+
+            migrations.migrations.apply(sqlite_utils.Database(conn))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # -- transactions ----------------------------------------------------------------------
+    def begin(self, conn: Any, *, entity: str | None = None) -> None:
+        conn.execute("BEGIN IMMEDIATE")  # one writer per file: no per-entity lock needed
+
+    def commit(self, conn: Any) -> None:
+        vec0.sync(conn)  # rows a connection without sqlite-vec wrote: into vec0
+        conn.execute("COMMIT")
+
+    def rollback(self, conn: Any) -> None:
+        conn.execute("ROLLBACK")
+
+    def in_transaction(self, conn: Any) -> bool:
+        return bool(getattr(conn, "in_transaction", False))
+
+    def is_full(self, exc: BaseException, target: Path | None) -> bool:
+        return disk_full(exc, target)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return connect.is_transient(exc)
+
+    # -- changes and housekeeping ----------------------------------------------------------
+    def change_token(self, conn: Any) -> int:
+        # Changes when another connection commits to the file (not for this one's commits).
+        return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def watch(self, target: Path, stop: threading.Event, wake: threading.Event) -> None:
+        # A commit touches the -wal file, never the .db itself: watch the folder for the
+        # store's files. Raises ImportError/OSError where file events are not available.
+        import watchfiles
+
+        prefix = target.name
+
+        def ours(change: Any, path: str) -> bool:
+            return Path(path).name.startswith(prefix)
+
+        for _ in watchfiles.watch(
+            target.parent,
+            watch_filter=ours,
+            stop_event=stop,
+            debounce=20,
+            step=10,
+            recursive=False,
+            rust_timeout=1000,
+            yield_on_timeout=False,
+        ):
+            wake.set()
+
+    def after_forget(self, conn: Any, *, attempts: int = 5, wait_ms: int = 200) -> bool:
+        # Copy the WAL into the database file and truncate it. A reader elsewhere holding an
+        # older snapshot keeps the checkpoint from completing (busy, or fewer frames copied
+        # than the log holds); each attempt waits at most wait_ms on the busy handler.
+        conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
+        try:
+            for attempt in range(max(1, attempts)):
+                if attempt:
+                    time.sleep(wait_ms / 1000 * attempt)
+                busy, log, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                # (0, -1, -1): not in WAL mode, nothing to copy. (0, n, n): all of it copied.
+                if not busy and log == done:
+                    return True
+            return False
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {connect.BUSY_TIMEOUT_MS}")
+
+    def versions(self, conn: Any) -> dict[str, str]:
+        return connect.versions(conn)
+
+    def checks(self, conn: Any | None) -> list[dict[str, str]]:
+        """``memori doctor``'s lines about the engine: driver and versions, which vector
+        search the store takes and why, and its search index (``conn`` None: no store could
+        be opened, so a fresh in-memory connection says what this machine's SQLite has)."""
+        from ...errors import MemoriError
+
+        opened = conn is not None
+        if conn is None:
+            conn = connect.connect_path(":memory:")
+        checks: list[dict[str, str]] = []
+        try:
+            if not opened:
+                connect.load_vec(conn)
+            versions = connect.versions(conn)
+            checks.append(
+                {
+                    "check": "sqlite",
+                    "status": "ok",
+                    "detail": f"{versions['driver']}, SQLite {versions['sqlite']}, "
+                    f"sqlite-vec {versions['sqlite_vec']}",
+                }
+            )
+        except MemoriError as exc:
+            checks.append({"check": "sqlite", "status": "fail", "detail": str(exc)})
+        checks.append(_vector_path_check(conn, opened))
+        if opened:
+            checks.append(_fts_check(conn))
+        else:
+            conn.close()
+        return checks
+
+
+def _vector_path_check(conn: Any, opened: bool) -> dict[str, str]:
+    """Which vector search this store's connection takes and why, and what a stdlib
+    ``sqlite3`` connection (``Memori(conn=lambda: sqlite3.connect(...))``) would take."""
+    import sqlite3
+
+    from ...errors import MemoriError
+
+    name, why = connect.vector_path(conn)
+    if opened and name == "sqlite-vec" and not vec0.usable(conn):
+        with contextlib.suppress(Exception):  # a store without vectors yet has no index
+            if conn.execute("SELECT 1 FROM message_embeddings LIMIT 1").fetchone():
+                name, why = (
+                    "numpy",
+                    (
+                        why + ", but its vec0 index lags vectors written without sqlite-vec; "
+                        "searches take the numpy path until the next write brings it in step"
+                    ),
+                )
+    probe = sqlite3.connect(":memory:")
+    try:
+        stdlib_name, _ = connect.vector_path(probe)
+        stdlib = f"SQLite {sqlite3.sqlite_version}: the {stdlib_name} path"
+        try:
+            connect.check_fts5(probe)
+        except MemoriError:
+            stdlib += ", and no FTS5: memori cannot use it"
+    finally:
+        probe.close()
+    return {
+        "check": "vector path",
+        "status": "ok",
+        "detail": f"{name}: {why} (a stdlib sqlite3 connection here: {stdlib})",
+    }
+
+
+def _fts_check(conn: Any) -> dict[str, str]:
+    if connect.fts_secure_delete(conn):
+        detail = "FTS5 with secure-delete: forgotten text leaves the search index at once"
+    else:
+        detail = (
+            "FTS5 without secure-delete (the store was made or opened by SQLite before 3.44): "
+            "forgetting merges the search index so forgotten text leaves it"
+        )
+    return {"check": "search index", "status": "ok", "detail": detail}
+
+
+#: The SQLite backend (stateless, shared).
+SQLITE = SqliteBackend()

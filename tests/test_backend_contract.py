@@ -1,0 +1,162 @@
+"""The backend contract: what the store asks of a storage engine, run against every
+registered backend (today SQLite), so a second engine passes the same suite."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memori_cli import Memori
+from memori_cli.errors import StoreError
+from memori_cli.store.backend import Backend, backend_for, registered
+
+
+@pytest.fixture(params=registered(), ids=lambda backend: backend.name)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return request.param
+
+
+@pytest.fixture
+def target(tmp_path: Path, backend: Backend) -> str:
+    return str(tmp_path / "memori.db")
+
+
+@pytest.fixture
+def conn(backend: Backend, target: str) -> Iterator[Any]:
+    opened = backend.connect(target)
+    backend.configure(opened)
+    backend.migrate(opened)
+    yield opened
+    opened.close()
+
+
+def _keys(conn: Any) -> set[str]:
+    return {key for (key,) in conn.execute("SELECT key FROM settings WHERE key LIKE 'c%'")}
+
+
+def test_every_backend_meets_the_protocol(backend: Backend) -> None:
+    assert isinstance(backend, Backend)
+    assert backend.paramstyle in ("qmark", "format", "pyformat", "named", "numeric")
+    assert all(issubclass(error, Exception) for error in backend.errors)
+
+
+def test_migrating_twice_changes_nothing(backend: Backend, conn: Any) -> None:
+    before = conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
+    backend.migrate(conn)
+    assert conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == before > 0
+
+
+def test_begin_commit_and_rollback(backend: Backend, conn: Any) -> None:
+    assert not backend.in_transaction(conn)
+    backend.begin(conn, entity="alice")
+    assert backend.in_transaction(conn)
+    conn.execute("INSERT INTO settings VALUES ('c1', 'kept')")
+    backend.commit(conn)
+    backend.begin(conn)
+    conn.execute("INSERT INTO settings VALUES ('c2', 'undone')")
+    backend.rollback(conn)
+    assert not backend.in_transaction(conn)
+    assert _keys(conn) == {"c1"}
+
+
+def test_a_write_holds_the_lock_from_its_begin(backend: Backend, conn: Any, target: str) -> None:
+    other = backend.connect(target)
+    backend.configure(other)
+    if backend.name == "sqlite":
+        other.execute("PRAGMA busy_timeout = 50")  # fail fast instead of waiting 30 s
+    backend.begin(conn)
+    try:
+        with pytest.raises(backend.errors) as caught:
+            backend.begin(other)
+        assert backend.is_transient(caught.value)
+    finally:
+        backend.rollback(conn)
+        other.close()
+
+
+def test_the_change_token_moves_when_another_connection_commits(
+    backend: Backend, conn: Any, target: str
+) -> None:
+    token = backend.change_token(conn)
+    other = backend.connect(target)
+    backend.configure(other)
+    backend.begin(other)
+    other.execute("INSERT INTO settings VALUES ('c1', 'x')")
+    backend.commit(other)
+    other.close()
+    assert backend.change_token(conn) != token
+
+
+def test_watch_wakes_on_another_connections_commit_and_stops(
+    backend: Backend, conn: Any, target: str
+) -> None:
+    stop, wake = threading.Event(), threading.Event()
+    watcher = threading.Thread(target=backend.watch, args=(Path(target), stop, wake))
+    watcher.start()
+    try:
+        time.sleep(0.3)  # the watch is set up
+        deadline = time.monotonic() + 10
+        while not wake.is_set() and time.monotonic() < deadline:
+            backend.begin(conn)
+            conn.execute("INSERT OR REPLACE INTO settings VALUES ('c1', ?)", (str(time.time()),))
+            backend.commit(conn)
+            wake.wait(0.5)
+        assert wake.is_set()
+    finally:
+        stop.set()
+        watcher.join(10)
+    assert not watcher.is_alive()
+
+
+def test_after_forget_finishes_when_nobody_reads(backend: Backend, conn: Any) -> None:
+    backend.begin(conn)
+    conn.execute("INSERT INTO settings VALUES ('c1', 'x')")
+    backend.commit(conn)
+    assert backend.after_forget(conn, attempts=1, wait_ms=50) is True
+
+
+def test_versions_and_doctor_checks(backend: Backend, conn: Any) -> None:
+    assert backend.versions(conn)
+    for opened in (conn, None):
+        checks = backend.checks(opened)
+        assert checks
+        for check in checks:
+            assert set(check) == {"check", "status", "detail"}
+            assert check["status"] in ("ok", "warn", "fail")
+
+
+def test_a_driver_error_is_one_of_the_backends_errors(backend: Backend, conn: Any) -> None:
+    with pytest.raises(backend.errors) as caught:
+        conn.execute("SELECT * FROM no_such_table")
+    assert not backend.is_full(caught.value, None)
+    assert not backend.is_transient(caught.value)
+
+
+def test_the_store_runs_its_writes_through_its_backend(tmp_path: Path) -> None:
+    mem = Memori(conn=tmp_path / "memori.db")
+    try:
+        assert mem.store.backend in registered()
+        with mem.store.write() as tx:
+            tx.execute("INSERT INTO settings VALUES ('c1', 'x')")
+        assert _keys(mem.store.conn) == {"c1"}
+    finally:
+        mem.close()
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://me@db/memori", "postgres://db/memori", "mysql://db/memori"]
+)
+def test_a_database_url_memori_cannot_open_is_refused_not_made_a_file(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StoreError, match="SQLite only"):
+        Memori(conn=url)
+    with pytest.raises(StoreError, match="file path"):
+        backend_for("sqlite:///memori.db")
+    assert list(tmp_path.iterdir()) == []
