@@ -642,6 +642,18 @@ def test_the_token_comes_from_the_environment_too(
     assert bad.exit_code == 2 and "at most 200" in bad.stderr
 
 
+def test_http_options_without_http_are_an_error_not_ignored(
+    monkeypatch: pytest.MonkeyPatch, db: Path
+) -> None:
+    result = runner.invoke(app, ["--db", str(db), "mcp", "--token", "t" * 20, "--port", "9000"])
+    assert result.exit_code == 2
+    assert "--token and --port only apply with --http" in " ".join(result.stderr.split())
+    # A token in the environment (set for HTTP servers) does not stop a stdio server.
+    monkeypatch.setenv("MEMORI_MCP_TOKEN", "t" * 20)
+    monkeypatch.setattr("memori_cli.mcp.server.run_stdio", lambda server: None)
+    assert runner.invoke(app, ["--db", str(db), "mcp"]).exit_code == 0
+
+
 def test_without_the_sdk_memori_mcp_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch, db: Path
 ) -> None:

@@ -84,6 +84,18 @@ def mcp_command(
         if getattr(exc, "name", "") and not str(exc.name).startswith("mcp"):
             raise
         raise MemoriError(INSTALL_HINT) from None
+    if not http:
+        given = [
+            f"--{name}"
+            for name in ("token", "host", "port")  # typed by hand, not from the environment
+            if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+        ]
+        if given:
+            raise typer.BadParameter(
+                f"{' and '.join(given)} only apply with --http; on stdio the host starts the "
+                "server and talks to it through pipes, with no address and no token",
+                param_hint=given[0],
+            )
     if http and token is None and not is_loopback(host):
         raise typer.BadParameter(
             f"{host} is not a loopback address: anyone who can reach it could read and change "
