@@ -67,6 +67,8 @@ class Daemon:
         self.started = time.time()
         self.report = AugmentReport()
         self.mem: Memori | None = None
+        #: The memory proxy's address while the daemon serves one (``[serve]``), for status.
+        self.proxy_url: str | None = None
         self._last_beat = 0.0
 
     def serve(self) -> None:
@@ -81,6 +83,7 @@ class Daemon:
             self.mem = Memori(conn=self.db_path)
             pipeline = self.mem.pipeline(stop=self.stop)
             proxy = start_proxy(self.mem)
+            self.proxy_url = proxy.url if proxy is not None else None
             reclaimed = jobs.reclaim_dead(self.mem.store, socket.gethostname(), jobs.pid_alive)
             if reclaimed:
                 log.info("took back %s jobs from workers that died mid-job", reclaimed)
@@ -167,6 +170,7 @@ class Daemon:
                 "extractor": extractor,
                 "jobs_done": self.report.jobs_done,
                 "jobs_failed": self.report.jobs_failed,
+                "proxy": self.proxy_url,
             },
         )
 

@@ -726,6 +726,8 @@ def test_the_daemon_serves_the_proxy_beside_augmentation(
             check.close()
         client.chat.completions.create(model="m", messages=[ASK])
         assert "genmaicha" in system_sent(llm)
+        status = CliRunner().invoke(app, ["--db", str(db), "daemon", "status", "--json"])
+        assert json.loads(status.stdout)["proxy"] == url
     finally:
         daemon.stop.set()
         daemon.wake.set()

@@ -165,7 +165,8 @@ def status_command(
     ctx: typer.Context,
     json_output: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Whether the daemon runs: pid, uptime, heartbeat age, queue depth, failures, model."""
+    """Whether the daemon runs: pid, uptime, heartbeat age, queue depth, failures, model, and
+    the memory proxy's address when it serves one ([serve] in config.toml)."""
     db = _db(ctx)
     current = memori_daemon.status(db)
     beat = current.heartbeat or {}
@@ -185,6 +186,7 @@ def status_command(
         "heartbeat_age_s": round(now - beat["heartbeat"], 1) if "heartbeat" in beat else None,
         "extractor": extractor,
         "jobs_done_since_start": beat.get("jobs_done"),
+        "proxy": beat.get("proxy") if current.running else None,
         "queue": jobs.depth(mem.store),
         "log": str(memori_daemon.log_path(db)),
     }
