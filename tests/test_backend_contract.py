@@ -160,3 +160,21 @@ def test_a_database_url_memori_cannot_open_is_refused_not_made_a_file(
     with pytest.raises(StoreError, match="file path"):
         backend_for("sqlite:///memori.db")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_refuses_a_database_url_before_it_becomes_a_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from memori_cli.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    by_option = runner.invoke(app, ["--db", "postgresql://me@db/memori", "import", "x.jsonl"])
+    monkeypatch.setenv("MEMORI_DB", "postgres://db/memori")
+    by_env = runner.invoke(app, ["stats"])
+    for result in (by_option, by_env):
+        assert result.exit_code == 2
+        assert "SQLite only" in " ".join(result.stderr.split())
+    assert list(tmp_path.iterdir()) == []  # no "postgresql:" folder was made

@@ -9,6 +9,8 @@ import typer
 import typer.core
 
 from .. import __version__
+from ..errors import StoreError
+from ..store.backend import backend_for
 from .admin import (
     doctor_command,
     entities_command,
@@ -61,7 +63,7 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     db: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--db",
             envvar="MEMORI_DB",
@@ -73,7 +75,12 @@ def root(
     ] = False,
 ) -> None:
     """Long-term memory for LLM applications, entirely on your own machine."""
-    ctx.obj = State(db)
+    if db is not None:
+        try:  # before it becomes a Path: "postgresql://h/db" would be "postgresql:/h/db"
+            backend_for(db)
+        except StoreError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--db / MEMORI_DB") from None
+    ctx.obj = State(Path(db) if db is not None else None)
 
 
 app.command("chat")(chat_command)
