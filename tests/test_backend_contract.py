@@ -178,3 +178,48 @@ def test_the_cli_refuses_a_database_url_before_it_becomes_a_path(
         assert result.exit_code == 2
         assert "SQLite only" in " ".join(result.stderr.split())
     assert list(tmp_path.iterdir()) == []  # no "postgresql:" folder was made
+
+
+def _queue(backend: Backend, conn: Any, count: int) -> None:
+    backend.begin(conn)
+    conn.execute("INSERT INTO entities (id, created_at) VALUES ('alice', '2026-01-01')")
+    conn.executemany(
+        "INSERT INTO jobs (kind, entity_id, payload, created_at, updated_at) "
+        "VALUES ('augment', 'alice', '{\"message_ids\": []}', '2026-01-01', '2026-01-01')",
+        [()] * count,
+    )
+    backend.commit(conn)
+
+
+def _claim(backend: Backend, conn: Any, owner: str, now: float, **given: Any) -> list[int]:
+    options: dict[str, Any] = {"lease": 60.0, "limit": 2, "ids": None, "max_attempts": 3}
+    options.update(given)
+    backend.begin(conn)
+    rows = backend.claim_jobs(conn, owner, now=now, stamp="2026-01-01T00:00:00", **options)
+    backend.commit(conn)
+    return [row[0] for row in rows]
+
+
+def test_claims_lease_due_jobs_oldest_first_and_never_twice(backend: Backend, conn: Any) -> None:
+    _queue(backend, conn, 5)
+    first = _claim(backend, conn, "w1", 100.0)
+    second = _claim(backend, conn, "w2", 100.0)
+    among = _claim(backend, conn, "w3", 100.0, ids=[1, 2, 5])
+    assert first == [1, 2] and second == [3, 4] and among == [5]
+    assert _claim(backend, conn, "w4", 100.0) == []  # every job is leased
+    backend.begin(conn)
+    assert backend.lease_held(conn, 1, "w1") and not backend.lease_held(conn, 1, "w2")
+    backend.rollback(conn)
+    # A lease that ran out goes to the next worker, with the attempt counted.
+    assert _claim(backend, conn, "w5", 161.0, limit=1) == [1]
+    (attempts,) = conn.execute("SELECT attempts FROM jobs WHERE id = 1").fetchone()
+    assert attempts == 2
+
+
+def test_a_job_whose_workers_keep_dying_is_parked_as_failed(backend: Backend, conn: Any) -> None:
+    _queue(backend, conn, 1)
+    for attempt in range(3):
+        assert _claim(backend, conn, f"w{attempt}", 100.0 + attempt * 100, limit=1) == [1]
+    assert _claim(backend, conn, "w9", 1000.0) == []
+    status, error = conn.execute("SELECT status, error FROM jobs WHERE id = 1").fetchone()
+    assert status == "failed" and "3 times" in error

@@ -79,6 +79,32 @@ class Backend(Protocol):
         """Whether the driver error ``exc`` is a lock that goes away when retried."""
         ...
 
+    # -- the queue -------------------------------------------------------------------------
+    def claim_jobs(
+        self,
+        tx: Any,
+        owner: str,
+        *,
+        now: float,
+        lease: float,
+        limit: int,
+        ids: list[int] | None,
+        max_attempts: int,
+        stamp: str,
+    ) -> list[tuple[Any, ...]]:
+        """Inside a write: park as failed the running jobs whose lease expired after
+        ``max_attempts`` tries, then lease to ``owner`` until ``now + lease`` up to ``limit``
+        due jobs (pending with ``run_after <= now``, or running with an expired lease;
+        only among ``ids`` if given), oldest first, counting an attempt. Rows of
+        ``(id, kind, entity_id, session_id, payload, attempts)``. Two workers never get
+        the same job (an engine with row locks skips the rows another claim holds)."""
+        ...
+
+    def lease_held(self, tx: Any, job_id: int, owner: str) -> bool:
+        """Inside a write: whether ``job_id`` is running and leased to ``owner`` (and stays
+        so until the transaction ends: an engine with row locks locks the row)."""
+        ...
+
     # -- changes and housekeeping ----------------------------------------------------------
     def change_token(self, conn: Any) -> int:
         """A number that changes when another connection commits (compare two readings)."""

@@ -152,11 +152,13 @@ class Tx:
     inside a savepoint. It is only valid inside its ``with`` block.
     """
 
-    __slots__ = ("connection", "depth")
+    __slots__ = ("backend", "connection", "depth")
 
-    def __init__(self, connection: Any):
+    def __init__(self, connection: Any, backend: Backend):
         #: The driver's connection the transaction runs on.
         self.connection = connection
+        #: The engine it runs in (for what differs by engine: job claims, lease checks).
+        self.backend = backend
         #: How many savepoints deep the current work is (0: the transaction itself).
         self.depth = 0
 
@@ -468,7 +470,7 @@ class Store:
         if self.read_only:
             raise ReadOnlyStoreError(read_only_message(self.describe()))
         _check_idle(conn)
-        tx = Tx(conn)
+        tx = Tx(conn, self.backend)
         try:
             self.backend.begin(conn)
         except self.backend.errors as exc:

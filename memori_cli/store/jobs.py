@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
-from .core import Store, dict_rows, is_rowid, now_iso, rowids
+from .core import Store, Tx, dict_rows, is_rowid, now_iso, rowids
 
 #: A claimed job belongs to its worker for this long; long model runs renew it.
 LEASE_SECONDS = 120.0
@@ -59,26 +59,17 @@ def claim(
     as failed instead of being handed out again.
     """
     now = time.time()
-    with store.write() as conn:
-        conn.execute(
-            """UPDATE jobs SET status = 'failed', lease_owner = NULL, lease_expires = NULL,
-                   error = 'its worker stopped before finishing it ' || attempts || ' times',
-                   updated_at = ?
-               WHERE status = 'running' AND lease_expires < ? AND attempts >= ?""",
-            (now_iso(), now, MAX_ATTEMPTS),
+    with store.write() as tx:
+        rows = store.backend.claim_jobs(
+            tx,
+            owner,
+            now=now,
+            lease=lease,
+            limit=int(limit),
+            ids=None if ids is None else rowids(ids),
+            max_attempts=MAX_ATTEMPTS,
+            stamp=now_iso(),
         )
-        among = "" if ids is None else f"AND id IN ({','.join(map(str, rowids(ids))) or 'NULL'})"
-        rows = conn.execute(
-            f"""UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires = ?,
-                   attempts = attempts + 1, updated_at = ?
-               WHERE id IN (
-                   SELECT id FROM jobs
-                   WHERE ((status = 'pending' AND run_after <= ?)
-                      OR (status = 'running' AND lease_expires < ?)) {among}
-                   ORDER BY id LIMIT ?)
-               RETURNING id, kind, entity_id, session_id, payload, attempts""",
-            (owner, now + lease, now_iso(), now, now, int(limit)),
-        ).fetchall()
     jobs = [
         Job(
             id=row[0],
@@ -109,20 +100,16 @@ def unfinished(store: Store, ids: Collection[int]) -> dict[int, float]:
     return {int(i): float(due or 0) for i, due in rows}
 
 
-def check_lease(conn: Any, job: Job) -> None:
+def check_lease(tx: Tx, job: Job) -> None:
     """Inside a write transaction: raise :class:`LeaseLost` unless ``job`` is still ours."""
-    row = conn.execute(
-        "SELECT 1 FROM jobs WHERE id = ? AND status = 'running' AND lease_owner = ?",
-        (job.id, job.owner),
-    ).fetchone()
-    if row is None:
+    if not tx.backend.lease_held(tx, job.id, job.owner):
         raise LeaseLost(f"job {job.id} is no longer leased to {job.owner}")
 
 
-def finish(conn: Any, job: Job) -> None:
+def finish(tx: Tx, job: Job) -> None:
     """Inside the results' write transaction: mark ``job`` done (after :func:`check_lease`)."""
-    check_lease(conn, job)
-    conn.execute(
+    check_lease(tx, job)
+    tx.execute(
         """UPDATE jobs SET status = 'done', lease_owner = NULL, lease_expires = NULL,
                error = NULL, output = NULL, finished_at = ?, updated_at = ? WHERE id = ?""",
         (time.time(), now_iso(), job.id),

@@ -100,6 +100,50 @@ class SqliteBackend:
     def is_transient(self, exc: BaseException) -> bool:
         return connect.is_transient(exc)
 
+    # -- the queue -------------------------------------------------------------------------
+    def claim_jobs(
+        self,
+        tx: Any,
+        owner: str,
+        *,
+        now: float,
+        lease: float,
+        limit: int,
+        ids: list[int] | None,
+        max_attempts: int,
+        stamp: str,
+    ) -> list[tuple[Any, ...]]:
+        # One writer at a time (BEGIN IMMEDIATE): the UPDATE ... RETURNING is the claim.
+        tx.execute(
+            """UPDATE jobs SET status = 'failed', lease_owner = NULL, lease_expires = NULL,
+                   error = 'its worker stopped before finishing it ' || attempts || ' times',
+                   updated_at = ?
+               WHERE status = 'running' AND lease_expires < ? AND attempts >= ?""",
+            (stamp, now, max_attempts),
+        )
+        among = "" if ids is None else f"AND id IN ({','.join(map(str, ids)) or 'NULL'})"
+        return [
+            tuple(row)
+            for row in tx.execute(
+                f"""UPDATE jobs SET status = 'running', lease_owner = ?, lease_expires = ?,
+                       attempts = attempts + 1, updated_at = ?
+                   WHERE id IN (
+                       SELECT id FROM jobs
+                       WHERE ((status = 'pending' AND run_after <= ?)
+                          OR (status = 'running' AND lease_expires < ?)) {among}
+                       ORDER BY id LIMIT ?)
+                   RETURNING id, kind, entity_id, session_id, payload, attempts""",
+                (owner, now + lease, stamp, now, now, limit),
+            ).fetchall()
+        ]
+
+    def lease_held(self, tx: Any, job_id: int, owner: str) -> bool:
+        row = tx.execute(
+            "SELECT 1 FROM jobs WHERE id = ? AND status = 'running' AND lease_owner = ?",
+            (job_id, owner),
+        ).fetchone()
+        return row is not None
+
     # -- changes and housekeeping ----------------------------------------------------------
     def change_token(self, conn: Any) -> int:
         # Changes when another connection commits to the file (not for this one's commits).
