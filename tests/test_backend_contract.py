@@ -223,3 +223,32 @@ def test_a_job_whose_workers_keep_dying_is_parked_as_failed(backend: Backend, co
     assert _claim(backend, conn, "w9", 1000.0) == []
     status, error = conn.execute("SELECT status, error FROM jobs WHERE id = 1").fetchone()
     assert status == "failed" and "3 times" in error
+
+
+def _message(text: str, external: str | None, session: int) -> tuple[Any, ...]:
+    return ("alice", None, session, "user", text, None, "2026-01-01", external, text, 1.0, "t")
+
+
+def test_bulk_inserts_skip_duplicates_and_return_ids_in_order(backend: Backend, conn: Any) -> None:
+    _queue(backend, conn, 0)
+    backend.begin(conn)
+    (session,) = conn.execute(
+        "INSERT INTO sessions (entity_id, name, created_at) VALUES ('alice', 's', '2026') "
+        "RETURNING id"
+    ).fetchone()
+    first = backend.insert_messages(
+        conn, [_message("one", "e1", session), _message("two", None, session)]
+    )
+    again = backend.insert_messages(
+        conn,
+        [_message("one", "e1", session), _message("two", None, session),
+         _message("three", "e3", session)],
+    )  # fmt: skip
+    jobs = backend.insert_jobs(conn, [("augment", "alice", session, "{}", "2026", "2026")] * 2)
+    backend.commit(conn)
+    assert [(entity, sid) for _, entity, sid in first + again] == [("alice", session)] * 3
+    ids = [mid for mid, _, _ in first + again]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    texts = [row[0] for row in conn.execute("SELECT content FROM messages ORDER BY id")]
+    assert texts == ["one", "two", "three"]
+    assert len(jobs) == 2 and jobs == sorted(jobs)

@@ -79,6 +79,19 @@ class Backend(Protocol):
         """Whether the driver error ``exc`` is a lock that goes away when retried."""
         ...
 
+    # -- bulk writes -----------------------------------------------------------------------
+    def insert_messages(self, tx: Any, rows: list[tuple[Any, ...]]) -> list[tuple[int, str, int]]:
+        """Inside a write: insert message rows of ``(entity_id, process_id, session_id, role,
+        content, name, created_at, external_id, content_hash, trust, source)`` in order,
+        skipping duplicates (the unique keys); ``(id, entity_id, session_id)`` of each row
+        inserted, by id."""
+        ...
+
+    def insert_jobs(self, tx: Any, rows: list[tuple[Any, ...]]) -> list[int]:
+        """Inside a write: insert job rows of ``(kind, entity_id, session_id, payload,
+        created_at, updated_at)``; their ids, in order."""
+        ...
+
     # -- the queue -------------------------------------------------------------------------
     def claim_jobs(
         self,

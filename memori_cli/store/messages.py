@@ -71,57 +71,36 @@ def add_messages(store: Store, batch: Sequence[NewMessage]) -> AddResult:
             key = (m.entity_id, m.session)
             if key not in session_ids:
                 session_ids[key] = _session_id(conn, m.entity_id, m.session, m.process_id, now)
-        (before,) = conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
-        # One statement for the whole batch: SQLite then works without the GIL, so an
-        # import's parsing thread keeps running meanwhile (executemany rebinds every row).
-        rows = json.dumps(
-            [
-                [
-                    m.entity_id,
-                    m.process_id,
-                    session_ids[(m.entity_id, m.session)],
-                    m.role,
-                    m.content,
-                    m.name,
-                    m.created_at or now,
-                    m.external_id,
-                    m.content_hash,
-                    TRUST[m.role],
-                    m.source,
-                ]
-                for m in batch
-            ],
-            ensure_ascii=False,
-        )
-        columns = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(11))
-        cursor = conn.execute(
-            f"""INSERT INTO messages (entity_id, process_id, session_id, role, content, name,
-                   created_at, external_id, content_hash, trust, source)
-                SELECT {columns} FROM json_each(?) WHERE true ORDER BY key
-                ON CONFLICT DO NOTHING""",
-            (rows,),
-        )
-        result.inserted = max(cursor.rowcount, 0)
+        rows = [
+            (
+                m.entity_id,
+                m.process_id,
+                session_ids[(m.entity_id, m.session)],
+                m.role,
+                m.content,
+                m.name,
+                m.created_at or now,
+                m.external_id,
+                m.content_hash,
+                TRUST[m.role],
+                m.source,
+            )
+            for m in batch
+        ]
+        inserted = store.backend.insert_messages(conn, rows)
+        result.inserted = len(inserted)
         result.duplicates = len(batch) - result.inserted
         result.sessions = set(session_ids)
-        # Holding the write lock, every id above `before` is ours.
         new_ids: dict[tuple[str, int], list[int]] = defaultdict(list)
-        for mid, entity_id, session_id in conn.execute(
-            "SELECT id, entity_id, session_id FROM messages WHERE id > ? ORDER BY id", (before,)
-        ):
+        for mid, entity_id, session_id in inserted:
             new_ids[(entity_id, session_id)].append(mid)
-        (jobs_before,) = conn.execute("SELECT coalesce(max(id), 0) FROM jobs").fetchone()
-        conn.executemany(
-            """INSERT INTO jobs (kind, entity_id, session_id, payload, created_at, updated_at)
-               VALUES ('augment', ?, ?, ?, ?, ?)""",
+        result.job_ids = store.backend.insert_jobs(
+            conn,
             [
-                (entity_id, session_id, json.dumps({"message_ids": ids}), now, now)
+                ("augment", entity_id, session_id, json.dumps({"message_ids": ids}), now, now)
                 for (entity_id, session_id), ids in new_ids.items()
             ],
         )
-        result.job_ids = [
-            int(i) for (i,) in conn.execute("SELECT id FROM jobs WHERE id > ?", (jobs_before,))
-        ]
     store.queued_jobs.update(result.job_ids)
     return result
 

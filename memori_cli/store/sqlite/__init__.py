@@ -9,6 +9,7 @@ through ``PRAGMA data_version`` and, as hints, file events on the store's folder
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import threading
 import time
@@ -99,6 +100,37 @@ class SqliteBackend:
 
     def is_transient(self, exc: BaseException) -> bool:
         return connect.is_transient(exc)
+
+    # -- bulk writes -----------------------------------------------------------------------
+    def insert_messages(self, tx: Any, rows: list[tuple[Any, ...]]) -> list[tuple[int, str, int]]:
+        (before,) = tx.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
+        # One statement for the whole batch: SQLite then works without the GIL, so an
+        # import's parsing thread keeps running meanwhile (executemany rebinds every row).
+        columns = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(11))
+        tx.execute(
+            f"""INSERT INTO messages (entity_id, process_id, session_id, role, content, name,
+                   created_at, external_id, content_hash, trust, source)
+                SELECT {columns} FROM json_each(?) WHERE true ORDER BY key
+                ON CONFLICT DO NOTHING""",
+            (json.dumps(rows, ensure_ascii=False),),
+        )
+        # Holding the write lock (BEGIN IMMEDIATE), every id above `before` is ours.
+        return [
+            (int(mid), str(entity_id), int(session_id))
+            for mid, entity_id, session_id in tx.execute(
+                "SELECT id, entity_id, session_id FROM messages WHERE id > ? ORDER BY id",
+                (before,),
+            )
+        ]
+
+    def insert_jobs(self, tx: Any, rows: list[tuple[Any, ...]]) -> list[int]:
+        (before,) = tx.execute("SELECT coalesce(max(id), 0) FROM jobs").fetchone()
+        tx.executemany(
+            """INSERT INTO jobs (kind, entity_id, session_id, payload, created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            rows,
+        )
+        return [int(i) for (i,) in tx.execute("SELECT id FROM jobs WHERE id > ?", (before,))]
 
     # -- the queue -------------------------------------------------------------------------
     def claim_jobs(
