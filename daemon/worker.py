@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from memori_cli import Memori, config, paths
 from memori_cli.augment.pipeline import AugmentReport
+from memori_cli.errors import AlreadyRunning as AlreadyRunning  # re-exported
 from memori_cli.errors import MemoriError
 from memori_cli.store import jobs
 
@@ -36,10 +37,6 @@ POLL_SECONDS = 0.1
 SWEEP_SECONDS = 30.0
 HEARTBEAT_SECONDS = 2.0
 PRUNE_SECONDS = 300.0
-
-
-class AlreadyRunning(Exception):
-    """Another daemon holds this store's pidfile."""
 
 
 def setup_logging(db_path: Path) -> Path:

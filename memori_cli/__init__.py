@@ -9,37 +9,57 @@
 from ._version import __version__
 from .attribution import Attribution
 from .errors import (
+    AlreadyRunning,
+    ConfigError,
+    EmbeddingUnavailable,
     EndpointError,
     ExtensionError,
+    ExtractionError,
     ForgetWarning,
+    GraphError,
     ImportFormatError,
     InvalidIdError,
+    InvalidMessageError,
+    InvalidQueryError,
     MemoriError,
     ModelFileError,
+    NoBackend,
     NoStoreError,
     PermissionsWarning,
+    ReadOnlyStoreError,
     RecallWarning,
     StoreError,
+    StoreFullError,
 )
 from .importers import ImportReport
 from .memori import Memori
 from .recall import RecallHit
 
 __all__ = [
+    "AlreadyRunning",
     "Attribution",
+    "ConfigError",
+    "EmbeddingUnavailable",
     "EndpointError",
     "ExtensionError",
+    "ExtractionError",
     "ForgetWarning",
+    "GraphError",
     "ImportFormatError",
     "ImportReport",
     "InvalidIdError",
+    "InvalidMessageError",
+    "InvalidQueryError",
     "Memori",
     "MemoriError",
     "ModelFileError",
+    "NoBackend",
     "NoStoreError",
     "PermissionsWarning",
+    "ReadOnlyStoreError",
     "RecallHit",
     "RecallWarning",
     "StoreError",
+    "StoreFullError",
     "__version__",
 ]

@@ -14,6 +14,7 @@ from . import gguf_file
 from .augment.endpoint import api_key, endpoint_url
 from .config import is_endpoint
 from .errors import MemoriError
+from .errors import NoBackend as NoBackend  # re-exported: chat.NoBackend
 
 if TYPE_CHECKING:
     from .memori import Memori
@@ -30,10 +31,6 @@ HOW_TO_CONFIGURE = """no chat backend is configured. Use one of:
                                            any OpenAI-compatible server (Ollama, llama.cpp,
                                            LM Studio, vLLM); or OPENAI_API_KEY for OpenAI
   ANTHROPIC_API_KEY=... memori chat        Anthropic"""
-
-
-class NoBackend(MemoriError):
-    """No chat backend could be chosen or started."""
 
 
 @dataclasses.dataclass

@@ -29,8 +29,8 @@ import tomli_w
 
 from . import paths
 from .attribution import DEFAULT_ENTITY
-from .errors import MemoriError
-from .recall.hybrid import RankingConfig
+from .errors import ConfigError
+from .parts import RankingConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,7 +54,7 @@ def read_file() -> dict[str, Any]:
     try:
         data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise MemoriError(f"{path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     return data
 
 
@@ -130,9 +130,9 @@ def extractors() -> str:
 
 
 def check_extractors(value: str) -> str:
-    """``value`` if it is one of :data:`EXTRACTOR_CHOICES`, else a :class:`MemoriError`."""
+    """``value`` if it is one of :data:`EXTRACTOR_CHOICES`, else a :class:`ConfigError`."""
     if value not in EXTRACTOR_CHOICES:
-        raise MemoriError(
+        raise ConfigError(
             f"extractors = {value!r} is not one of {', '.join(EXTRACTOR_CHOICES)} "
             "(MEMORI_EXTRACTORS or [models] extractors in config.toml)"
         )

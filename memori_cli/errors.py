@@ -5,6 +5,14 @@ catch one type. The tree::
 
     MemoriError
     ├── InvalidIdError        an entity, process or session id that fails validation
+    │                         (also a ValueError)
+    ├── InvalidMessageError   a message to store that lacks a field or holds a bad one
+    │                         (also a ValueError); nothing of the call is stored
+    ├── InvalidQueryError     a recall or listing argument that cannot be used: a ``since``,
+    │                         ``until`` or ``as_of`` that is no date, or ``since`` after
+    │                         ``until`` (also a ValueError)
+    ├── ConfigError           a config file that is not valid TOML, or a setting memori
+    │                         cannot use
     ├── StoreError            the store cannot be opened, migrated or written
     │   ├── NoStoreError      no store at the path, and the caller did not ask to create one
     │   ├── ReadOnlyStoreError  a write to a store opened read-only (file or folder not writable)
@@ -14,7 +22,14 @@ catch one type. The tree::
     ├── ModelFileError        a model file that is missing or not a valid GGUF file
     ├── EndpointError         a chat-completions endpoint that is misconfigured (bad URL,
     │                         missing API-key variable), unreachable, or answers with an error
-    └── EmbeddingUnavailable  no embedding model is available (the message says how to get one)
+    ├── ExtractionError       a model's output is not valid extraction JSON, even after a retry
+    ├── EmbeddingUnavailable  no embedding model is available (the message says how to get one)
+    ├── GraphError            a graph operation could not be done (unknown node, bad import line)
+    ├── NoBackend             no chat backend could be chosen or started (``memori chat``)
+    └── AlreadyRunning        another daemon already serves the store
+
+The warnings (:class:`RecallWarning`, :class:`ForgetWarning`, :class:`PermissionsWarning`)
+derive from :class:`UserWarning`: the call did what it could and says what it could not.
 
 Problems with single records of an import are not exceptions: they are collected in the
 import report (see :class:`memori_cli.importers.ImportReport`) so every valid record still lands.
@@ -29,6 +44,31 @@ class MemoriError(Exception):
 
 class InvalidIdError(MemoriError, ValueError):
     """An entity, process or session id is empty, too long or holds control characters."""
+
+
+class InvalidMessageError(MemoriError, ValueError):
+    """A message given to store (``Memori.add_messages``, a wrapped client's exchange) lacks
+    a field or holds one that cannot be stored; the text names the message and the field.
+    Nothing of that call is stored."""
+
+
+class InvalidQueryError(MemoriError, ValueError):
+    """A recall or listing argument cannot be used: ``since``, ``until`` or ``as_of`` is not
+    an ISO-8601 date or time, or ``since`` is after ``until``.
+
+    ``argument`` names the argument at fault (``"since"``), ``value`` is what was given and
+    ``reason`` says what was expected, so a caller (the CLI) can word it its own way.
+    """
+
+    def __init__(self, argument: str, value: object, reason: str):
+        super().__init__(f"{argument}: {reason}")
+        self.argument = argument
+        self.value = value
+        self.reason = reason
+
+
+class ConfigError(MemoriError):
+    """A config file is not valid TOML, or holds a setting memori cannot use."""
 
 
 class StoreError(MemoriError):
@@ -84,3 +124,26 @@ class PermissionsWarning(UserWarning):
 
 class EmbeddingUnavailable(MemoriError):
     """No embedding model is available; the message says how to get one."""
+
+
+class ExtractionError(MemoriError):
+    """A model gave output that is not valid extraction JSON, even after one retry.
+
+    ``raw`` keeps the output for inspection (``memori jobs show``).
+    """
+
+    def __init__(self, message: str, raw: str):
+        super().__init__(message)
+        self.raw = raw
+
+
+class GraphError(MemoriError):
+    """A graph operation could not be done (unknown node, bad import line)."""
+
+
+class NoBackend(MemoriError):
+    """No chat backend could be chosen or started."""
+
+
+class AlreadyRunning(MemoriError):
+    """Another daemon holds this store's pidfile."""

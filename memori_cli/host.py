@@ -1,13 +1,13 @@
-"""What capture and the graph need from the coordinator, as one narrow protocol.
+"""What injection and the graph need from the coordinator, as one narrow protocol.
 
-:class:`memori_cli.Memori` satisfies it. ``mem.llm`` (capture and injection) and ``mem.graph``
-depend on this instead of on ``Memori``, so the coordinator can own them without an import
-cycle, and they could be driven by another host (a test's fake, a server).
+:class:`memori_cli.Memori` satisfies it. ``mem.llm`` (injection) and ``mem.graph`` depend on
+this instead of on ``Memori``, so the coordinator can own them without an import cycle, and
+they could be driven by another host (a test's fake, a server). Capture writes through its own
+seam, :class:`memori_cli.capture.CaptureSink`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 class Host(Protocol):
-    """A store with attribution, recall and message capture."""
+    """A store with attribution and recall."""
 
     @property
     def store(self) -> Store:
@@ -37,14 +37,4 @@ class Host(Protocol):
 
     def memories(self, entity_id: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
         """The entity's current memories, newest first."""
-        ...
-
-    def _session(self) -> str:
-        """The current session's id, started if there is none."""
-        ...
-
-    def _add(
-        self, messages: Iterable[Mapping[str, Any]], attribution: Attribution, source: str
-    ) -> Any:
-        """Store messages with ``attribution`` from ``source`` (capture's write)."""
         ...

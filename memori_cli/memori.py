@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import os
 import shutil
@@ -13,23 +14,31 @@ import sys
 import tempfile
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from . import config as config_module
-from . import embed, gguf_file, importers, recall
+from . import dates, embed, gguf_file, importers, recall
 from .attribution import Attribution, new_session_id, validate_id
+from .augment import resolve as augment_resolve
 from .augment.combine import CombinedExtractor
 from .augment.embedding import embed_pending, embed_pending_memories
 from .augment.extract import Extractor
 from .augment.pipeline import AugmentReport, Pipeline
 from .augmentation import Augmentation
-from .capture import LLM, forget_spooled
+from .capture import LLM, forget_spooled, spool_path
 from .config import Config, StorageConfig, default_entity
-from .errors import EndpointError, ForgetWarning, ModelFileError, RecallWarning
+from .errors import (
+    EndpointError,
+    ForgetWarning,
+    InvalidMessageError,
+    ModelFileError,
+    RecallWarning,
+)
 from .graph import Graph
 from .importers.formats import RecordError
 from .importers.normalize import Defaults, Occurrences, normalize
@@ -130,7 +139,7 @@ class Memori:
     def llm(self) -> LLM[Memori]:
         """Wrap LLM clients: ``mem.llm.register(client, ...)`` captures every call and injects
         memories (see :mod:`memori_cli.capture`); it returns this Memori, so calls chain."""
-        return LLM(self)
+        return LLM(self, _CaptureSink(self))
 
     @functools.cached_property
     def augmentation(self) -> Augmentation:
@@ -152,8 +161,8 @@ class Memori:
 
         Every call stores its messages, even words stored before (people say "yes" twice); a
         message whose ``id`` the entity already has is skipped, so a caller that may repeat a
-        call passes ids. Raises ``ValueError`` naming the message and field at fault; nothing
-        is stored then.
+        call passes ids. Raises :class:`InvalidMessageError` (a ``ValueError``) naming the
+        message and field at fault; nothing is stored then.
         """
         self._session()
         return self._add(messages, self.current, source)
@@ -175,7 +184,7 @@ class Memori:
             try:
                 message = normalize(fields, defaults)
             except RecordError as exc:
-                raise ValueError(f"messages[{i}]: {exc}") from None
+                raise InvalidMessageError(f"messages[{i}]: {exc}") from None
             if message is None:
                 continue
             message.source = source
@@ -379,18 +388,22 @@ class Memori:
         *,
         entity_id: str | None = None,
         process_id: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
+        since: dates.Moment | None = None,
+        until: dates.Moment | None = None,
         explain: bool = False,
-        as_of: str | None = None,
+        as_of: dates.Moment | None = None,
         memories: bool = True,
     ) -> list[RecallHit]:
         """What memory holds about ``query`` for the entity (current attribution by default).
 
         Hybrid: bm25 over every message and memory, vector search over those embedded so far,
-        fused and ranked by recency, trust and use. Memories are those true now, or at
-        ``as_of`` (an ISO date). ``explain`` adds each hit's score components. A query longer
-        than ``recall.MAX_QUERY_CHARS`` is cut to its start, with a :class:`RecallWarning`.
+        fused and ranked by recency, trust and use. ``since`` (inclusive) and ``until``
+        (exclusive) bound when the items were written. Memories are those true now, or at
+        ``as_of``. Times are ISO-8601 text (``"2024-05-01"``, ``"2024-05-01T10:30:00+02:00"``;
+        no offset is UTC) or ``datetime`` values; one that is not a time, or ``since`` after
+        ``until``, raises :class:`InvalidQueryError` (a ``ValueError``) naming it.
+        ``explain`` adds each hit's score components. A query longer than
+        ``recall.MAX_QUERY_CHARS`` is cut to its start, with a :class:`RecallWarning`.
 
         Each hit is a :class:`RecallHit` that also answers the upstream library's names:
         ``hit.similarity`` (the same as ``score``), and ``hit["content"]``,
@@ -401,6 +414,11 @@ class Memori:
         )
         if process_id is not None:
             validate_id(process_id, "process_id")
+        # Checked before any work: a bad date is the caller's mistake, not an empty answer.
+        request = recall.RecallRequest.of(
+            query, entity, process=process_id, since=since, until=until, as_of=as_of,
+            limit=limit, memories=memories, explain=explain,
+        )  # fmt: skip
         clipped = recall.clip_query(query)
         if len(clipped) < len(query):
             # One text for every long query, so the default warning filter shows it once per
@@ -411,20 +429,9 @@ class Memori:
                 RecallWarning,
                 stacklevel=2,
             )
-            query = clipped
+            request = dataclasses.replace(request, query=clipped)
         return recall.recall(
-            self.store,
-            query,
-            self._query_vector(query),
-            entity_id=entity,
-            process_id=process_id,
-            since=since,
-            until=until,
-            limit=max(0, int(limit)),
-            config=self.config.ranking,
-            explain=explain,
-            as_of=as_of,
-            memories=memories,
+            self.store, request, self._query_vector(request.query), config=self.config.ranking
         )
 
     async def arecall(self, query: str, limit: int = 10, **options: Any) -> list[RecallHit]:
@@ -447,17 +454,19 @@ class Memori:
         entity_id: str | None = None,
         *,
         kind: str | None = None,
-        as_of: str | None = None,
+        as_of: dates.Moment | None = None,
         history: bool = False,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """The entity's memories, newest first: current ones, those true at ``as_of``, or with
-        ``history`` every one ever made (superseded ones too)."""
+        """The entity's memories, newest first: current ones, those true at ``as_of`` (a time
+        as :meth:`recall` takes it; else :class:`InvalidQueryError`), or with ``history``
+        every one ever made (superseded ones too)."""
         entity = (
             self.current.entity_id if entity_id is None else validate_id(entity_id, "entity_id")
         )
+        when = dates.moment(as_of, "as_of")
         return store_memories.list_memories(
-            self.store, entity, kind=kind, as_of=as_of, history=history, limit=limit
+            self.store, entity, kind=kind, as_of=when, history=history, limit=limit
         )
 
     def _entity(self, entity_id: str | None) -> str:
@@ -513,7 +522,7 @@ class Memori:
         already held takes the sources instead (its id is returned)."""
         if kind not in KINDS:
             raise ValueError(f"kind {kind!r}: expected one of {', '.join(KINDS)}")
-        memory_id = store_memories.add_memory(
+        memory_id = augment_resolve.add_memory(
             self.store, self._entity(entity_id), kind=kind, content=redact(content),
             about=redact_id(about), extractor=extractor, source_ids=list(source_ids),
         )  # fmt: skip
@@ -528,7 +537,7 @@ class Memori:
         stays in :meth:`memory_history`. Returns the new memory (the same one if it says
         ``content`` already), or None if the entity has no current memory ``memory_id``
         (another entity's memory is not there for this one)."""
-        new_id = store_memories.add_memory(
+        new_id = augment_resolve.add_memory(
             self.store, self._entity(entity_id), kind="fact", content=redact(content),
             about="", extractor="correction", supersedes=int(memory_id),
         )  # fmt: skip
@@ -590,6 +599,33 @@ class Memori:
         if "llm" in self.__dict__:
             self.llm.writer.close()
         self.store.close()
+
+
+class _CaptureSink:
+    """A Memori as capture's sink (:class:`~memori_cli.capture.CaptureSink`): what ``mem.llm``
+    writes through, and nothing more of the Memori.
+
+    It holds the Memori weakly: the capture writer's thread holds the sink, and must not keep
+    alive a Memori the program dropped (a write then raises ``ReferenceError``, which the
+    writer takes as "nothing to write to").
+    """
+
+    __slots__ = ("_mem",)
+
+    def __init__(self, mem: Memori):
+        self._mem: Memori = weakref.proxy(mem)
+
+    def session(self) -> Attribution:
+        self._mem._session()
+        return self._mem.current
+
+    def add(
+        self, messages: Sequence[Mapping[str, Any]], attribution: Attribution, source: str
+    ) -> store_messages.AddResult:
+        return self._mem._add(messages, attribution, source)
+
+    def spool_path(self) -> Path:
+        return spool_path(self._mem.store)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
-"""Values that every layer shares: what extractors take (turns) and give (drafts), pure data.
+"""Values that every layer shares: what extractors take (turns) and give (drafts), recall's
+ranking settings; pure data.
 
 Identity is the store's business: nothing here knows ids beyond the message ids drafts cite.
-The store and augmentation import these; this module imports nothing of memori.
+The store, augmentation, recall and config import these; this module imports nothing of memori.
 """
 
 from __future__ import annotations
@@ -67,6 +68,48 @@ class Extraction:
     memories: list[MemoryDraft] = dataclasses.field(default_factory=list)
     triples: list[TripleDraft] = dataclasses.field(default_factory=list)
     summary: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RankingConfig:
+    """Recall's weights. Defaults chosen by measurement on the development data."""
+
+    #: Candidates taken from each retriever before fusion.
+    candidates: int = 50
+    #: Reciprocal-rank fusion: a hit's fused score is sum(weight / (rrf_k + rank)).
+    rrf_k: float = 10.0
+    lexical_weight: float = 1.0
+    vector_weight: float = 1.0
+    #: A turn matching the query words lends this share of its fused score to the turns just
+    #: before and after it. Off: it raised LoCoMo R@10 from 0.725 to 0.76 while each vector
+    #: held its own words only; now that a vector also holds the turn before (see
+    #: augment/embedding.py), 0.5 gives LoCoMo 0.770 against 0.768 off, and costs LongMemEval
+    #: 0.811 -> 0.761 (the top ten fill with the turns around one hit: 30 questions).
+    neighbour_weight: float = 0.0
+    #: Recency: score x (1 - recency_weight + recency_weight * 0.5 ** (age / half_life)).
+    half_life_days: float = 180.0
+    recency_weight: float = 0.0
+    #: Trust: score x (1 - trust_weight + trust_weight * trust); users 1.0, assistants 0.6.
+    trust_weight: float = 0.1
+    #: Use: score x (1 + use_weight * log1p(times recalled and used)).
+    use_weight: float = 0.1
+    #: A question naming a speaker is about what they said: their turns get
+    #: score x (1 + speaker_weight), and their name leaves the bm25 query (nearly every turn
+    #: is by a named speaker, and turns that only address them are noise).
+    speaker_weight: float = 0.5
+    #: Graph: nodes named in the query (other than speakers) bring the source messages and
+    #: memories of their current edges in as one more ranked list (see recall/query.py). Off:
+    #: on the development data (rule-extracted graph) 1.0 changed nothing but one temporal
+    #: question (overall R@5 0.641 -> 0.637); matching any word of a node name cost NDCG@10
+    #: 0.522 -> 0.491. Worth trying with a model-extracted graph.
+    graph_weight: float = 0.0
+    #: Memory hits' scores are multiplied by this before they are ranked with messages. With
+    #: rule-extracted memories, 0.3 gives R@10 LoCoMo 0.758 / LongMemEval 0.860 and 0.6 gives
+    #: 0.751 / 0.854 (the metric counts source turns, which a memory only repeats), but at 0.3
+    #: the memory a question asks for ("Maya lives in Lisbon") falls below the messages it
+    #: came from, and it is the memory that should reach the model. Lending a memory's score
+    #: to its source turns instead was measured and dropped (0.752 / 0.789, 30 questions).
+    memory_weight: float = 0.6
 
 
 _SPACE = re.compile(r"\s+")

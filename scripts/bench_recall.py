@@ -33,7 +33,11 @@ from memori_cli import Memori, RecallWarning
 from memori_cli.embed import MiniLMEmbedder, load, minilm_folder, onnx_bert
 from memori_cli.recall import MAX_QUERY_CHARS
 from memori_cli.store import vectors
-from memori_cli.store.fts import match_expression
+
+try:
+    from memori_cli.recall.query import match_expression
+except ImportError:  # a tree from before the query language left the store (bench both)
+    from memori_cli.store.fts import match_expression  # type: ignore[attr-defined,no-redef]
 
 SIZES = {"10k": (1, 10_000), "100k": (1, 100_000), "1m": (100, 10_000)}
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "maya.jsonl"

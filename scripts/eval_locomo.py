@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from memori_cli import Memori, recall
-from memori_cli.store.fts import STOPWORDS
+from memori_cli.recall.query import STOPWORDS
 
 K_MAX = 20
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
@@ -189,10 +189,8 @@ def evaluate(
                     h.source_ids
                     for h in recall.recall(
                         mem.store,
-                        q,
+                        recall.RecallRequest(q, e, limit=K_MAX),
                         mem._query_vector(q),
-                        entity_id=e,
-                        limit=K_MAX,
                         config=graph_on,
                     )
                 ],

@@ -66,7 +66,11 @@ class LLMServer(ThreadingHTTPServer):
 
     def start(self) -> LLMServer:
         """Serve in a background thread."""
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        # A short poll: stop() waits for the loop to notice, which at the default 0.5 s
+        # added seconds to the test suite's teardowns.
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 

@@ -225,17 +225,25 @@ def test_a_job_whose_workers_keep_dying_is_parked_as_failed(backend: Backend, co
     assert status == "failed" and "3 times" in error
 
 
-def _message(text: str, external: str | None, session: int) -> tuple[Any, ...]:
-    return ("alice", None, session, "user", text, None, "2026-01-01", external, text, 1.0, "t")
-
-
-def test_bulk_inserts_skip_duplicates_and_return_ids_in_order(backend: Backend, conn: Any) -> None:
+def _session(backend: Backend, conn: Any) -> int:
+    """Alice's entity and one session of hers; the session's id."""
     _queue(backend, conn, 0)
     backend.begin(conn)
     (session,) = conn.execute(
         "INSERT INTO sessions (entity_id, name, created_at) VALUES ('alice', 's', '2026') "
         "RETURNING id"
     ).fetchone()
+    backend.commit(conn)
+    return int(session)
+
+
+def _message(text: str, external: str | None, session: int) -> tuple[Any, ...]:
+    return ("alice", None, session, "user", text, None, "2026-01-01", external, text, 1.0, "t")
+
+
+def test_bulk_inserts_skip_duplicates_and_return_ids_in_order(backend: Backend, conn: Any) -> None:
+    session = _session(backend, conn)
+    backend.begin(conn)
     first = backend.insert_messages(
         conn, [_message("one", "e1", session), _message("two", None, session)]
     )
@@ -252,3 +260,33 @@ def test_bulk_inserts_skip_duplicates_and_return_ids_in_order(backend: Backend, 
     texts = [row[0] for row in conn.execute("SELECT content FROM messages ORDER BY id")]
     assert texts == ["one", "two", "three"]
     assert len(jobs) == 2 and jobs == sorted(jobs)
+
+
+def test_lexical_search_takes_words_never_query_syntax(backend: Backend, conn: Any) -> None:
+    session = _session(backend, conn)
+    backend.begin(conn)
+    backend.insert_messages(
+        conn,
+        [_message('quokkas "near" Perth', None, session), _message("NOT x", None, session),
+         _message("wombats", None, session)],
+    )  # fmt: skip
+    backend.commit(conn)
+
+    def found(
+        *terms: str, where: list[str] | None = None, params: list[Any] | None = None
+    ) -> list[str]:
+        rows = backend.lexical_messages(
+            conn, list(terms), entity_id="alice", where=where or [], params=params or [], limit=5
+        )
+        assert all(set(row) >= {"id", "content", "session", "score"} for row in rows)
+        return [row["content"] for row in rows]
+
+    assert sorted(found("quokkas", "wombats")) == ['quokkas "near" Perth', "wombats"]
+    assert found("not") == ["NOT x"]  # a word, not FTS5's NOT
+    assert found('"near') == ['quokkas "near" Perth']  # a quote in a word is text
+    assert found("*", "content:x", "") == []  # syntax in a word matches nothing, raises nothing
+    assert found("wombats", where=["m.role = ?"], params=["assistant"]) == []
+    other = backend.lexical_messages(
+        conn, ["wombats"], entity_id="bob", where=[], params=[], limit=5
+    )
+    assert other == []

@@ -24,6 +24,8 @@ from llm_server import LONG_REPLY, LLMServer
 from memori_cli import Memori
 from memori_cli.cli.chat_state import history_path
 
+pytestmark = pytest.mark.slow  # every test runs `memori chat` as a process
+
 MEMORI = str(Path(sys.executable).parent / "memori")
 FAKE_KEY = "sk-" + "a1B2c3D4e5" * 4
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer.main
 from conftest import write_jsonl
 from typer.testing import CliRunner
 
@@ -13,7 +16,17 @@ from memori_cli import __version__
 from memori_cli.cli import app
 
 runner = CliRunner()
-COMMANDS = ["import", "recall", "sessions", "stats", "forget", "doctor"]
+
+
+def walk(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every command and subcommand under ``command`` with its path, ``command`` first."""
+    yield path, command
+    for name, sub in sorted((getattr(command, "commands", None) or {}).items()):
+        yield from walk(sub, (*path, name))
+
+
+COMMANDS = list(walk(typer.main.get_command(app)))
+NAMES = [" ".join(("memori", *path)) for path, _ in COMMANDS]
 
 
 def run(*args: str, input: str | None = None) -> tuple[int, str, str]:
@@ -36,11 +49,19 @@ def test_version() -> None:
     assert run("--version")[:2] == (0, f"memori {__version__}\n")
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_every_command_has_real_help(command: str) -> None:
-    code, out, _ = run(command, "--help")
-    assert code == 0
-    assert "Usage" in out and len(out.splitlines()) > 5
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=NAMES)
+def test_every_command_has_real_help(path: tuple[str, ...], command: Any) -> None:
+    assert command.help, "every command says what it does"
+    for columns in (60, 200):
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": str(columns)})
+        lines = result.stdout.splitlines()
+        assert result.exit_code == 0, result.output
+        assert " ".join(("Usage: memori", *path)) in result.stdout
+        assert len(lines) > 5 and max(map(len, lines)) <= columns
+    # At 200 columns every option is shown whole (at 60 Rich may cut a long one with "…").
+    options = [o for p in command.params if not getattr(p, "hidden", False)
+               for o in (*p.opts, *p.secondary_opts) if o.startswith("--")]  # fmt: skip
+    assert [o for o in options if o not in result.stdout] == []
 
 
 def test_import_reports_rejects_and_exits_1(transcript: Path) -> None:
@@ -116,11 +137,14 @@ def test_forget_asks_unless_yes(transcript: Path) -> None:
     assert json.loads(run("stats", "--json")[1])["messages"] == 0
 
 
+@pytest.mark.real_model
 def test_doctor(memori_home: Path, transcript: Path) -> None:
     run("import", str(transcript))
     code, out, _ = run("doctor", "--json")
     checks = {c["check"]: c for c in json.loads(out)}
     assert code == 0
+    assert checks["embeddings"]["status"] == "ok"
+    assert checks["embeddings"]["detail"].startswith("all-MiniLM-L6-v2 (384-d, ")  # and engine
     assert "sqlite-vec" in checks["sqlite"]["detail"]
     assert checks["daemon"]["detail"].startswith("not running")
     assert checks["store"]["status"] == "ok"

@@ -10,9 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from memori_cli import Memori
 
 MEMORI = str(Path(sys.executable).parent / "memori")
+
+pytestmark = pytest.mark.slow  # memori processes side by side
 
 
 def transcript(path: Path, tag: str, count: int) -> Path:

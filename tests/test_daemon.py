@@ -18,6 +18,8 @@ import pytest
 from memori_cli import Memori
 from memori_cli.augment.rules import RuleExtractor
 
+pytestmark = pytest.mark.slow  # every test starts a daemon or memori processes
+
 MEMORI = str(Path(sys.executable).parent / "memori")
 
 

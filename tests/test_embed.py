@@ -39,6 +39,7 @@ def need_engine(engine: str) -> str:
 ENGINES = ["numpy", "onnxruntime"]
 
 
+@pytest.mark.real_model
 @pytest.mark.parametrize("engine", ENGINES)
 def test_minilm_matches_sentence_transformers_reference(engine: str) -> None:
     from memori_cli.embed import MiniLMEmbedder
@@ -58,6 +59,7 @@ def test_minilm_matches_sentence_transformers_reference(engine: str) -> None:
     assert cosine.min() >= 0.9999
 
 
+@pytest.mark.real_model
 @pytest.mark.parametrize("engine", ENGINES)
 def test_minilm_batches_do_not_change_results(engine: str) -> None:
     from memori_cli.embed import MiniLMEmbedder
@@ -70,6 +72,7 @@ def test_minilm_batches_do_not_change_results(engine: str) -> None:
     assert embedder.embed([]).shape == (0, 384)
 
 
+@pytest.mark.real_model
 def test_the_engines_agree_and_auto_takes_onnxruntime_where_installed() -> None:
     from memori_cli.embed import MiniLMEmbedder
 
@@ -80,6 +83,7 @@ def test_the_engines_agree_and_auto_takes_onnxruntime_where_installed() -> None:
     assert MiniLMEmbedder(folder).engine == "onnxruntime"
 
 
+@pytest.mark.real_model
 def test_the_onnx_graph_is_built_once_and_a_damaged_one_rebuilt(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -105,6 +109,7 @@ def test_the_onnx_graph_is_built_once_and_a_damaged_one_rebuilt(
     assert np.allclose(repaired.embed(["I moved to Lisbon."]), first, atol=1e-6)
 
 
+@pytest.mark.real_model
 def test_an_engine_that_cannot_run_is_explained_or_left_for_numpy(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

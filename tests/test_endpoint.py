@@ -393,6 +393,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.kill()
 
 
+@pytest.mark.slow
 @pytest.mark.model
 def test_real_server_extracts_schema_valid_memories(real_server: str) -> None:
     made = EndpointExtractor(real_server, "SmolLM2-135M-Instruct", max_items=3, max_chars=100,
@@ -408,6 +409,7 @@ def test_real_server_extracts_schema_valid_memories(real_server: str) -> None:
         assert set(memory.source_ids) <= {1, 2}
 
 
+@pytest.mark.slow
 @pytest.mark.model
 def test_real_server_end_to_end_through_the_cli(
     real_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import eval_extraction
 import pytest
-
-from memori_cli.embed import minilm_folder
 
 SAMPLE = {
     "sample_id": "conv-x",
@@ -53,13 +50,10 @@ def test_sessions_gold_and_neighbours(tmp_path: Path) -> None:
     assert eval_extraction.load_sessions(path, ["other"]) == []
 
 
+@pytest.mark.real_model  # the benchmark matches memories to gold observations with MiniLM
 def test_rules_report_recall_precision_and_the_subset(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if minilm_folder() is None:
-        if os.environ.get("MEMORI_REQUIRE_MODELS"):
-            raise RuntimeError("MiniLM is missing although scripts/setup installs it")
-        pytest.skip("needs MiniLM (memori model pull)")
     path = tmp_path / "data.json"
     path.write_text(json.dumps([SAMPLE]))
     out = tmp_path / "result.json"

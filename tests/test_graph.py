@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from memori_cli import Memori
 from memori_cli.cli import app
 from memori_cli.graph import GraphError
-from memori_cli.store import graph as store_graph
+from memori_cli.graph import resolve as graph_resolve
+from memori_cli.graph.keys import node_key
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ def names(mem: Memori, entity: str) -> list[str]:
     ],
 )
 def test_node_keys(a: str, b: str, same: bool) -> None:
-    assert (store_graph.node_key(a) == store_graph.node_key(b)) is same
+    assert (node_key(a) == node_key(b)) is same
 
 
 def test_exact_name_duplicates_are_one_node_and_one_edge(mem: Memori) -> None:
@@ -79,10 +80,10 @@ def test_embedding_similar_names_merge_only_above_the_threshold(mem: Memori) -> 
     far = np.array([1.0, 0.6, 0.0], np.float32)  # cosine 0.857
     with mem.store.write() as conn:
         conn.execute("INSERT INTO entities (id, created_at) VALUES ('e', 'now')")
-        first = store_graph.resolve(conn, "e", "New York City", "place", base)
-        assert store_graph.resolve(conn, "e", "New York city (NYC)", "place", close) == first
-        assert store_graph.resolve(conn, "e", "Newark", "place", far) != first
-        assert store_graph.resolve(conn, "e", "New York Times", "organization", close) != first
+        first = graph_resolve.resolve(conn, "e", "New York City", "place", base)
+        assert graph_resolve.resolve(conn, "e", "New York city (NYC)", "place", close) == first
+        assert graph_resolve.resolve(conn, "e", "Newark", "place", far) != first
+        assert graph_resolve.resolve(conn, "e", "New York Times", "organization", close) != first
     assert mem.graph.node("New York city (NYC)", entity_id="e")["name"] == "New York City"
 
 
@@ -124,9 +125,9 @@ def test_merge_and_forget(mem: Memori) -> None:
 
 
 def test_merge_combines_edges_that_become_the_same(mem: Memori) -> None:
-    store_graph.add_edge(mem.store, "e", ("Ana", "person"), "likes", ("NYC", "place"),
+    graph_resolve.add_edge(mem.store, "e", ("Ana", "person"), "likes", ("NYC", "place"),
                          extractor="t")  # fmt: skip
-    store_graph.add_edge(mem.store, "e", ("Ana", "person"), "likes", ("New York", "place"),
+    graph_resolve.add_edge(mem.store, "e", ("Ana", "person"), "likes", ("New York", "place"),
                          extractor="t")  # fmt: skip
     assert mem.graph.merge("New York", "NYC", entity_id="e")["merged_edges"] == 1
     (edge,) = mem.graph.edges(entity_id="e")
@@ -135,7 +136,7 @@ def test_merge_combines_edges_that_become_the_same(mem: Memori) -> None:
 
 def test_exports_parse(mem: Memori, tmp_path: Path) -> None:
     say(mem, "maya", "s1", "My partner is Sam.", "I live in Lisbon.")
-    store_graph.add_edge(mem.store, "maya", ("Maya", "person"), "works_at",
+    graph_resolve.add_edge(mem.store, "maya", ("Maya", "person"), "works_at",
                          ('"Quote & <Angle> Labs"\n', "organization"), extractor="t")  # fmt: skip
     nodes, edges = mem.graph.nodes(entity_id="maya"), mem.graph.edges(entity_id="maya")
     assert len(edges) == 3

@@ -359,6 +359,7 @@ def test_huge_ids_are_no_such_thing_in_the_library_and_the_graph(tmp_path: Path)
     assert code == 1 and "no node" in err
 
 
+@pytest.mark.slow
 def test_chat_forget_with_a_huge_id_says_there_is_no_such_memory(tmp_path: Path) -> None:
     from llm_server import LLMServer
 

@@ -81,6 +81,7 @@ class Reader:
 
 
 # -- 1. forget ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_forget_with_a_reader_warns_quickly_and_a_later_forget_finishes(tmp_path: Path) -> None:
     db = tmp_path / "memori.db"
     mem = stored(db)
@@ -109,6 +110,7 @@ def test_forget_without_a_reader_does_not_warn(tmp_path: Path) -> None:
     mem.close()
 
 
+@pytest.mark.slow
 def test_cli_forget_with_a_reader_says_what_remains_and_exits_1(tmp_path: Path) -> None:
     db = tmp_path / "memori.db"
     stored(db).close()
@@ -259,6 +261,7 @@ def test_doctor_checks_a_corrupt_embedding_model(
 
 
 # -- 3. daemon start ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_daemon_start_does_not_warn_about_a_running_subprocess(tmp_path: Path) -> None:
     db = tmp_path / "memori.db"
     stored(db).close()
@@ -289,6 +292,7 @@ def test_chat_with_a_corrupt_local_model_says_so(bad_gguf: Path, tmp_path: Path)
     mem.close()
 
 
+@pytest.mark.slow
 def test_forget_memory_with_a_reader_warns(tmp_path: Path) -> None:
     db = tmp_path / "memori.db"
     mem = stored(db)
@@ -305,6 +309,7 @@ def test_forget_memory_with_a_reader_warns(tmp_path: Path) -> None:
     mem.close()
 
 
+@pytest.mark.slow
 def test_daemon_start_with_a_corrupt_chat_model_says_why(bad_gguf: Path, tmp_path: Path) -> None:
     db = tmp_path / "memori.db"
     stored(db).close()

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from memori_cli import Memori
 from memori_cli.cli import app
-from memori_cli.store import graph as store_graph
+from memori_cli.graph import resolve as graph_resolve
 from memori_cli.store import jobs
 
 
@@ -32,7 +32,7 @@ def mem(tmp_path: Path) -> Iterator[Memori]:
 # -- 1. graph export -o ---------------------------------------------------------------------
 @pytest.fixture
 def graph_db(mem: Memori) -> str:
-    store_graph.add_edge(mem.store, "maya", ("Maya", "person"), "lives_in",
+    graph_resolve.add_edge(mem.store, "maya", ("Maya", "person"), "lives_in",
                          ("Lisbon", "place"), extractor="t")  # fmt: skip
     return str(mem.store.path)
 
@@ -143,13 +143,15 @@ def failing_job_db(mem: Memori, *, last_attempt: bool) -> str:
 def memori_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The real console script in a fresh process: no pytest logging handlers, so the
     logging module's last-resort handler would print what nobody configured."""
-    env = os.environ | {"MEMORI_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    home = {"MEMORI_HOME": str(tmp_path / "home"), "MEMORI_EMBEDDING_MODEL": "none"}  # no vectors
+    env = os.environ | home | {"COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-c", FAILING_AUGMENT, *args],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_failed_job_is_one_clean_line_without_a_traceback(mem: Memori, tmp_path: Path) -> None:
     db = failing_job_db(mem, last_attempt=True)
     done = memori_cli(tmp_path, db, "augment")
@@ -165,6 +167,7 @@ def test_a_failed_job_is_one_clean_line_without_a_traceback(mem: Memori, tmp_pat
     assert shown.returncode == 0 and "the extractor exploded" in shown.stdout + shown.stderr
 
 
+@pytest.mark.slow
 def test_a_retrying_job_says_why_without_a_traceback(mem: Memori, tmp_path: Path) -> None:
     db = failing_job_db(mem, last_attempt=False)
     done = memori_cli(tmp_path, db, "augment")

@@ -70,10 +70,8 @@ def test_recency_decay_and_trust_and_use() -> None:
     assert used[0][0] == 1
 
 
+@pytest.mark.real_model
 def test_semantic_recall_finds_what_bm25_cannot(tmp_path: Path) -> None:
-    from test_embed import need_minilm
-
-    need_minilm()
     mem = Memori(conn=tmp_path / "s.db")
     mem.attribution(entity_id="maya")
     for text in ("I just moved to Lisbon from Toronto", "My favourite food is ramen"):
@@ -145,6 +143,26 @@ def test_model_change_is_detected_and_reembed_rebuilds(tmp_path: Path) -> None:
         "SELECT DISTINCT model, dim FROM message_embeddings"
     ).fetchall()
     assert models == [("model-b", 48)]
+
+
+@pytest.mark.real_model
+def test_a_store_moved_to_minilm_is_reembedded_and_recalled_by_meaning(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    first = Memori(conn=path, embedder=HashingEmbedder("model-a", 32))
+    first.attribution(entity_id="maya")
+    for text in ("I just moved to Lisbon from Toronto", "My favourite food is ramen"):
+        first.new_session()
+        first.add_messages([{"role": "user", "content": text}])
+    assert first.augment().embedded == 2
+    first.close()
+
+    second = Memori(conn=path)  # the default model: MiniLM
+    second.attribution(entity_id="maya")
+    assert second.index_stale()
+    assert second.reembed().embedded == 2
+    assert vectors.index_model(second.store) == ("all-MiniLM-L6-v2", 384)
+    hits = second.recall("which city is her home now?", limit=1)
+    assert hits[0].content == "I just moved to Lisbon from Toronto"
 
 
 def test_forgetting_removes_vectors(hmem: Memori) -> None:

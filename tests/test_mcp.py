@@ -513,6 +513,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
             "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_stdio_subprocess_stores_and_recalls(tmp_path: Path, db: Path) -> None:
     from mcp.client.stdio import stdio_client
 
@@ -540,6 +541,7 @@ def test_stdio_subprocess_stores_and_recalls(tmp_path: Path, db: Path) -> None:
     check.close()
 
 
+@pytest.mark.slow
 def test_stdio_stdout_carries_only_protocol(tmp_path: Path) -> None:
     # A fresh store: memori says "Created a new memori store" — on stderr, never stdout.
     requests = [

@@ -37,6 +37,7 @@ def test_prints_a_snippet_with_absolute_paths(client: str, tmp_path: Path) -> No
     assert str(install.config_path(client)) in err
 
 
+@pytest.mark.slow
 def test_the_printed_command_starts_memori(tmp_path: Path) -> None:
     import subprocess
 

@@ -13,6 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.slow  # builds wheels and runs the console script
+
 
 def test_wheel_contents(tmp_path: Path) -> None:
     subprocess.run(
@@ -72,7 +74,6 @@ print("same objects:", memori.Memori is memori_cli.Memori, memori_cli.__file__)
 """
 
 
-@pytest.mark.slow
 def test_the_upstream_snippet_runs_in_a_fresh_venv_from_the_wheel(tmp_path: Path) -> None:
     """Built wheel, new venv (no editable checkout), dependencies from the package index: the
     snippet runs as written; OpenAI() finds the local test server through its environment."""

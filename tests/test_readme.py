@@ -9,8 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 MEMORI = str(Path(sys.executable).parent / "memori")
+
+pytestmark = pytest.mark.slow  # runs the README's commands as processes
 
 
 def console_blocks() -> list[list[tuple[str, list[str]]]]:

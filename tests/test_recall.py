@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memori_cli import Memori
-from memori_cli.store.fts import match_expression
+from memori_cli.recall.query import match_expression
 
 
 def test_a_question_finds_a_message_sharing_only_some_words(mem: Memori) -> None:

@@ -618,6 +618,7 @@ def test_events_are_read_wherever_the_bytes_are_cut() -> None:
 
 
 # -- as people run it ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_memori_serve_runs_as_a_process(tmp_path: Path, llm: LLMServer) -> None:
     port = free_port()
     db = tmp_path / "cli.db"

@@ -6,6 +6,8 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,6 +60,7 @@ def test_pragmas_wal_busy_timeout_foreign_keys(mem: Memori) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert conn.execute("PRAGMA recursive_triggers").fetchone()[0] == 1  # as sqlite-utils set it
     assert conn.execute("SELECT vec_version()").fetchone()[0].startswith("v")
 
 
@@ -97,17 +100,28 @@ def test_connection_without_extension_loading_works_on_the_numpy_path(tmp_path: 
         assert path_name == "numpy" and "numpy" in why
 
 
-def test_sqlite_utils_runs_on_the_same_driver(mem: Memori) -> None:
-    # The documented pitfall: INSERT ... RETURNING through db.query on a sqlean connection.
-    import sqlite_utils.utils
-
-    from memori_cli.store import connect
-
-    assert sqlite_utils.utils.sqlite3 is sqlean
-    db = connect.configure(mem.store.conn)
-    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-    rows = list(db.query("INSERT INTO t (v) VALUES ('x') RETURNING id"))
-    assert rows == [{"id": 1}]
+def test_sqlite_utils_in_the_host_application_is_left_as_it_was(tmp_path: Path) -> None:
+    # memori used to point sqlite-utils' module globals at sqlean for the whole process. Now
+    # it never imports sqlite-utils, and one the host imported keeps its own driver.
+    script = f"""
+import sys
+from memori_cli import Memori
+mem = Memori(conn={str(tmp_path / "fresh.db")!r})
+mem.add_messages([{{"role": "user", "content": "hello"}}])
+assert mem.stats()["messages"] == 1
+assert "sqlite_utils" not in sys.modules, "creating and using a store imported sqlite-utils"
+import sqlite_utils.db, sqlite_utils.utils
+driver = sqlite_utils.utils.sqlite3
+assert Memori(conn={str(tmp_path / "fresh.db")!r}).stats()["messages"] == 1
+assert sqlite_utils.utils.sqlite3 is driver and sqlite_utils.db.sqlite3 is driver
+assert sqlite_utils.db.OperationalError is driver.OperationalError
+assert driver.__name__ != "sqlean", driver
+db = sqlite_utils.Database(driver.connect(":memory:"))
+db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+assert list(db.query("INSERT INTO t (v) VALUES ('x') RETURNING id")) == [{{"id": 1}}]
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_write_transaction_rolls_back_on_error(mem: Memori) -> None:
@@ -145,14 +159,13 @@ def test_messages_enqueue_their_augmentation_job_in_the_same_transaction(mem: Me
 
 
 def test_a_store_stopped_before_m004_upgrades_with_its_graph_backfilled(tmp_path: Path) -> None:
-    import sqlite_utils
     import sqlite_vec
 
     db_path = tmp_path / "old.db"
     raw = sqlean.connect(str(db_path), isolation_level=None)
     raw.enable_load_extension(True)
     sqlite_vec.load(raw)
-    migrations.apply(sqlite_utils.Database(raw), stop_before="m004_graph")
+    migrations.apply(raw, stop_before="m004_graph")
     now = "2026-01-01T00:00:00+00:00"
     raw.execute("INSERT INTO entities (id, created_at) VALUES ('ana', ?)", (now,))
     for subject, obj in (("Ana", "Lisbon"), ("ana", "cats"), ("Ana's", "Cat")):

@@ -35,8 +35,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import EndpointError
-from .extract import ExtractionError, Turn
+from ..errors import EndpointError, ExtractionError
+from .extract import Turn
 from .llm import PROMPT_VERSION, SYSTEM_PROMPT, ChatExtractor, parse_answer, schema
 
 #: The forms of ``response_format`` tried in order; ``None`` is the schema in the prompt.

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from ..errors import ExtractionError
 from ..parts import (
     KINDS,
     NODE_TYPES,
@@ -30,17 +31,6 @@ __all__ = [
     "Turn",
     "normalise",
 ]
-
-
-class ExtractionError(Exception):
-    """A model gave output that is not valid extraction JSON, even after one retry.
-
-    ``raw`` keeps the output for inspection (``memori jobs show``).
-    """
-
-    def __init__(self, message: str, raw: str):
-        super().__init__(message)
-        self.raw = raw
 
 
 class Extractor(Protocol):

@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable
 
 from ..parts import incomplete
-from ..store.fts import STOPWORDS
+from ..recall.query import STOPWORDS
 from .extract import Extraction, MemoryDraft, TripleDraft, Turn
 
 #: The least share of a memory's content words that its sources must hold.

@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..errors import ExtractionError
 from .extract import (
     KINDS,
     NODE_TYPES,
     Extraction,
-    ExtractionError,
     MemoryDraft,
     TripleDraft,
     Turn,

@@ -18,10 +18,12 @@ from collections.abc import Callable
 import numpy as np
 
 from ..embed import Embedder
-from ..store import Store, graph, jobs, memories, vectors
-from . import grounding
+from ..errors import ExtractionError
+from ..graph.resolve import unknown_names
+from ..store import Store, jobs, memories, vectors
+from . import grounding, resolve
 from .embedding import embedding_text
-from .extract import Extraction, ExtractionError, Extractor, Turn
+from .extract import Extraction, Extractor, Turn
 
 log = logging.getLogger("memori.augment")
 
@@ -44,7 +46,7 @@ class AugmentReport:
     embedded: int = 0
     rejected: int = 0
 
-    def add(self, saved: memories.SaveResult) -> None:
+    def add(self, saved: resolve.SaveResult) -> None:
         """Count one finished job and what it saved."""
         self.jobs_done += 1
         self.memories_created += saved.created
@@ -138,7 +140,7 @@ class Pipeline:
                 saved.superseded,
             )
 
-    def _process(self, job: jobs.Job) -> memories.SaveResult:
+    def _process(self, job: jobs.Job) -> resolve.SaveResult:
         rows = memories.job_turns(self.store, job)
         turns = [
             Turn(
@@ -168,7 +170,7 @@ class Pipeline:
         # Before anything is embedded or stored: what the sources do not support goes
         # nowhere but the job's list of rejections.
         extraction, rejected = grounding.check(extraction, turns, job.entity_id)
-        return memories.save(
+        return resolve.save(
             self.store,
             job,
             extraction,
@@ -177,7 +179,7 @@ class Pipeline:
             rejected=[(r.item, r.content, r.reason) for r in rejected],
         )
 
-    def _embed(self, job: jobs.Job, extraction: Extraction) -> memories.Vectors | None:
+    def _embed(self, job: jobs.Job, extraction: Extraction) -> resolve.Vectors | None:
         """Vectors for the job's unembedded messages and its memories, or None when there is
         no embedder or the index belongs to another model (``memori reembed`` then)."""
         embedder = self.embedder
@@ -188,7 +190,7 @@ class Pipeline:
         rows = vectors.pending(self.store, ids=job.message_ids, limit=len(job.message_ids) + 1)
         texts = [embedding_text(row) for row in rows]
         texts += [memory.content for memory in extraction.memories]
-        names = graph.unknown_names(
+        names = unknown_names(
             self.store,
             job.entity_id,
             dict.fromkeys(n for t in extraction.triples for n in (t.subject, t.object)),
@@ -199,7 +201,7 @@ class Pipeline:
             if texts
             else np.zeros((0, embedder.dim), dtype=np.float32)
         )
-        return memories.Vectors(
+        return resolve.Vectors(
             model=embedder.name,
             message_ids=[row["id"] for row in rows],
             messages=matrix[: len(rows)],

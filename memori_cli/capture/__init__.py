@@ -22,12 +22,13 @@ from .anthropic_api import MessagesAdapter
 from .core import Adapter, Call, Conversation, tap, wrap
 from .inject import InjectionSettings
 from .openai_api import ChatAdapter, ResponsesAdapter
+from .sink import CaptureSink
 from .writer import Writer, forget_spooled, spool_path, spooled
 
 if TYPE_CHECKING:
     from ..host import Host
 
-__all__ = ["LLM", "InjectionSettings", "forget_spooled", "spool_path", "spooled"]
+__all__ = ["LLM", "CaptureSink", "InjectionSettings", "forget_spooled", "spool_path", "spooled"]
 
 #: The coordinator that owns ``mem.llm`` (:class:`memori_cli.Memori`); ``register`` returns it.
 HostT = TypeVar("HostT", bound="Host")
@@ -62,12 +63,17 @@ def _llama_counter(model: Any) -> inject.TokenCounter:
 
 
 class LLM(Generic[HostT]):
-    """``mem.llm``: registers clients, holds the injection settings and the capture writer."""
+    """``mem.llm``: registers clients, holds the injection settings and the capture writer.
 
-    def __init__(self, mem: HostT):
+    Captured exchanges go to ``sink`` (:class:`~memori_cli.capture.sink.CaptureSink`);
+    injection reads the host's store and recall.
+    """
+
+    def __init__(self, mem: HostT, sink: CaptureSink):
         self._mem = mem
+        self._sink = sink
         self.injection = InjectionSettings.from_config(read_file().get("injection", {}))
-        self.writer = Writer(mem)
+        self.writer = Writer(sink)
         #: The block injected into the most recent call (None if it got none): `/why` in chat.
         self.last_block: str | None = None
 
@@ -121,8 +127,7 @@ class LLM(Generic[HostT]):
     # -- used by calls ---------------------------------------------------------------------
     def attribution(self) -> Attribution:
         """The caller's attribution now, with its session (started if there is none)."""
-        self._mem._session()
-        return self._mem.current
+        return self._sink.session()
 
     def select(
         self,

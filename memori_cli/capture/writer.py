@@ -17,7 +17,6 @@ import os
 import queue
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,8 +26,8 @@ from ..attribution import Attribution
 from ..redact import redact, redact_id
 
 if TYPE_CHECKING:
-    from ..host import Host
     from ..store import Store
+    from .sink import CaptureSink
 
 log = logging.getLogger("memori.capture")
 
@@ -104,8 +103,9 @@ class Exchange:
 class Writer:
     """Stores exchanges in the background, in order; :meth:`flush` waits for them."""
 
-    def __init__(self, mem: Host):
-        self._mem = weakref.proxy(mem)
+    def __init__(self, sink: CaptureSink):
+        # The sink of a Memori holds it weakly: this thread never keeps a dropped Memori alive.
+        self._sink = sink
         self._queue: queue.Queue[Exchange | Callable[[], Any] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -161,10 +161,10 @@ class Writer:
 
     def _write(self, exchange: Exchange) -> None:
         try:
-            self._mem._add(exchange.messages, exchange.attribution, exchange.source)
+            self._sink.add(exchange.messages, exchange.attribution, exchange.source)
             self.written += 1
         except ReferenceError:
-            return  # the Memori is gone; nothing to write to
+            return  # the sink's owner (the Memori) is gone; nothing to write to
         except Exception as exc:
             self.failures += 1
             log.warning(
@@ -192,7 +192,7 @@ class Writer:
             for message in exchange.messages
         ]
         try:
-            path = spool_path(self._mem.store)
+            path = self._sink.spool_path()
             paths.ensure_private_dir(path.parent, tighten=False)
             paths.ensure_private_file(path)
             with path.open("a", encoding="utf-8") as file:

@@ -13,10 +13,9 @@ from typing import Annotated, Any
 
 import memori_daemon
 import typer
-from memori_daemon.worker import AlreadyRunning
 
 from .. import paths
-from ..errors import MemoriError
+from ..errors import AlreadyRunning, MemoriError
 from ..store import jobs
 from .common import CONTEXT_SETTINGS, MARKUP, MAX_ID, err, handle_errors, out, print_json, state
 

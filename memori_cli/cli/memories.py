@@ -24,7 +24,7 @@ from .common import (
     side_width,
     state,
 )
-from .recalling import _iso
+from .recalling import bad_times
 
 memories_app = typer.Typer(
     help="Inspect and correct the typed memories extracted from conversations; with no "
@@ -100,9 +100,8 @@ def list_command(
 ) -> None:
     """List an entity's memories, newest first: current ones unless --as-of or --history."""
     mem = state(ctx).memori()
-    rows = mem.memories(
-        entity, kind=_kind(kind), as_of=_iso(as_of, "--as-of"), history=history, limit=limit
-    )
+    with bad_times():
+        rows = mem.memories(entity, kind=_kind(kind), as_of=as_of, history=history, limit=limit)
     used = entity_note(mem, entity, quiet=json_output)
     if json_output:
         print_json(rows)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from .. import dates
+from ..errors import InvalidQueryError
 from ..recall import RecallHit
 from .common import entity_note, err, escape, handle_errors, out, print_json, side_width, state
 
@@ -47,17 +51,18 @@ def recall_command(
     shown are the current ones unless --as-of asks about another time.
     """
     mem = state(ctx).memori()
-    hits = mem.recall(
-        query,
-        limit=limit,
-        entity_id=entity,
-        process_id=process,
-        since=_iso(since, "--since"),
-        until=_iso(until, "--until"),
-        explain=explain,
-        as_of=_iso(as_of, "--as-of"),
-        memories=not messages_only,
-    )
+    with bad_times():
+        hits = mem.recall(
+            query,
+            limit=limit,
+            entity_id=entity,
+            process_id=process,
+            since=since,
+            until=until,
+            explain=explain,
+            as_of=as_of,
+            memories=not messages_only,
+        )
     used = entity_note(mem, entity, quiet=json_output)
     if json_output:
         print_json([hit.to_dict() for hit in hits])
@@ -101,15 +106,19 @@ def _clip(text: str, width: int = 400) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _iso(value: str | None, option: str) -> str | None:
-    if value is None:
-        return None
-    from ..importers.formats import RecordError
-    from ..importers.normalize import parse_timestamp
-
+@contextlib.contextmanager
+def bad_times() -> Iterator[None]:
+    """Turn the library's :class:`InvalidQueryError` (a ``--since``, ``--until`` or
+    ``--as-of`` that is no time, or ``--since`` after ``--until``) into the usage error a bad
+    option gives: its usual message and exit code 2."""
     try:
-        return parse_timestamp(value)
-    except RecordError:
-        raise typer.BadParameter(
-            f"expected an ISO-8601 date or time, got {value!r}", param_hint=option
-        ) from None
+        yield
+    except InvalidQueryError as exc:
+        option = "--" + exc.argument.replace("_", "-")
+        raise typer.BadParameter(exc.reason, param_hint=option) from None
+
+
+def _iso(value: str | None, option: str) -> str | None:
+    """``value`` in the store's form, or the usage error naming ``option``."""
+    with bad_times():
+        return dates.moment(value, option.lstrip("-").replace("-", "_"))

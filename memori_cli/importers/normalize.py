@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from .. import dates
 from ..attribution import validate_id
 from ..errors import InvalidIdError
 from ..redact import redact, redact_id
@@ -28,26 +28,14 @@ class Defaults:
 
 
 def parse_timestamp(value: Any) -> str | None:
-    """ISO-8601 text or epoch seconds as a UTC ISO-8601 string (naive times are taken as UTC)."""
-    if value is None or value == "":
-        return None
+    """ISO-8601 text or epoch seconds as a UTC ISO-8601 string (naive times are taken as UTC;
+    see :mod:`memori_cli.dates`)."""
     try:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            moment = datetime.datetime.fromtimestamp(value, tz=datetime.timezone.utc)
-        elif isinstance(value, str):
-            text = value.strip()
-            if text.endswith(("Z", "z")):
-                text = text[:-1] + "+00:00"
-            moment = datetime.datetime.fromisoformat(text)
-        else:
-            raise TypeError
-    except (ValueError, TypeError, OverflowError, OSError):
+        return dates.to_iso(value)
+    except ValueError:
         raise RecordError(
             f"field 'timestamp': expected ISO-8601 text or epoch seconds, got {value!r:.60}"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.astimezone(datetime.timezone.utc).isoformat()
 
 
 def content_text(value: Any) -> str | None:

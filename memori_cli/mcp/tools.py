@@ -17,8 +17,6 @@ from pydantic import Field
 
 from .. import paths, recall
 from ..errors import MemoriError
-from ..importers.formats import RecordError
-from ..importers.normalize import parse_timestamp
 from ..memori import Memori
 from ..parts import KINDS
 from ..store import jobs
@@ -72,16 +70,6 @@ def reported(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def iso(value: str | None, field: str) -> str | None:
-    """``value`` as the store's ISO-8601 form, or a tool error naming ``field``."""
-    if value is None:
-        return None
-    try:
-        return parse_timestamp(value)
-    except RecordError:
-        raise ToolError(f"{field}: expected an ISO-8601 date or time, got {value!r}") from None
-
-
 class MemoryTools:
     """The tools over one Memori, each working on the scope's entity."""
 
@@ -121,9 +109,8 @@ class MemoryTools:
         memories = wanted is None or bool(wanted - {"message"})
         # A kind filter keeps fewer hits: ask for more, then keep `limit` of the wanted kinds.
         fetch = limit if wanted is None else min(MAX_LIMIT * 4, limit * 5)
-        hits = self.mem.recall(
-            query, fetch, entity_id=who, as_of=iso(as_of, "as_of"), memories=memories
-        )
+        # The library checks as_of: a bad one is an InvalidQueryError, reported below.
+        hits = self.mem.recall(query, fetch, entity_id=who, as_of=as_of, memories=memories)
         rows = [hit.to_dict() for hit in hits if wanted is None or hit.kind in wanted]
         return rows[:limit]
 

@@ -20,8 +20,17 @@ from .hybrid import (
     rank,
     speaker_words,
 )
+from .query import nodes_in, search_memories
+from .request import RecallRequest
 
-__all__ = ["MAX_QUERY_CHARS", "RankingConfig", "RecallHit", "clip_query", "recall"]
+__all__ = [
+    "MAX_QUERY_CHARS",
+    "RankingConfig",
+    "RecallHit",
+    "RecallRequest",
+    "clip_query",
+    "recall",
+]
 
 # The most of a query recall reads. The retrievers use a query's start only (bm25 its first 32
 # distinct words, the embedder its first few hundred tokens), yet reading all of it cost linear
@@ -105,50 +114,37 @@ def clip_query(query: str, limit: int = MAX_QUERY_CHARS) -> str:
 
 def recall(
     store: Store,
-    query: str,
+    request: RecallRequest,
     query_vector: np.ndarray | None,
     *,
-    entity_id: str,
-    process_id: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-    limit: int = 10,
     config: RankingConfig | None = None,
-    explain: bool = False,
-    as_of: str | None = None,
-    memories: bool = True,
 ) -> list[RecallHit]:
-    """The entity's best ``limit`` messages and memories for ``query``: bm25 and, given a
-    query vector, nearest neighbours, fused and ranked (see :mod:`.hybrid`).
+    """The entity's best ``request.limit`` messages and memories for ``request.query``: bm25
+    and, given a query vector, nearest neighbours, fused and ranked (see :mod:`.hybrid`).
 
-    Memories are those true now, or at ``as_of`` (then only messages written by that time
-    count too). ``memories=False`` searches messages only.
+    Memories are those true now, or at ``request.as_of`` (then only messages written by that
+    time count too). ``request.memories=False`` searches messages only.
     """
     config = config or RankingConfig()
-    if limit <= 0:
+    if request.limit <= 0:
         return []
-    if as_of is not None and (until is None or as_of < until):
-        until = as_of + "\uffff"  # everything written on or before as_of
-    about = (
-        mentioned_speakers(query, speakers(store, entity_id)) if config.speaker_weight else set()
-    )
-    lexical, nearest = candidates(
-        store, query, query_vector, entity_id=entity_id, process_id=process_id, since=since,
-        until=until, config=config, speakers=about,
-    )  # fmt: skip
+    entity, query = request.entity, request.query
+    about = mentioned_speakers(query, speakers(store, entity)) if config.speaker_weight else set()
+    lexical, nearest = candidates(store, request, query_vector, config=config, speakers=about)
     around = neighbours(store, [row["id"] for row in lexical]) if config.neighbour_weight else {}
-    graph_messages, graph_memories = _graph(store, entity_id, query, about, as_of, config)
+    graph_messages, graph_memories = _graph(store, entity, query, about, request.as_of, config)
     fused = fuse(lexical, nearest, config, around, graph_messages)
     rows = {row["id"]: row for row in lexical}
-    rows.update(get_messages(store, [mid for mid in fused if mid not in rows]))
-    # Neighbours joined after the filtered searches: hold them to the same filters.
-    for mid, parts in list(fused.items()):
-        searched = "lexical_rank" in parts or "vector_rank" in parts
-        if not searched and (mid not in rows or not _passes(rows[mid], process_id, since, until)):
+    # Neighbours and graph messages join after the filtered searches: fetching them with the
+    # same filters holds them to those (a vector hit passed them already).
+    missing = [mid for mid in fused if mid not in rows]
+    rows.update(get_messages(store, missing, **request.message_filters()))
+    for mid in missing:
+        if mid not in rows:
             del fused[mid]
     hits = []
-    roles = asked_roles(query)
-    for message_id, score, parts in rank(fused, rows, config, speakers=about, roles=roles)[:limit]:
+    ranked = rank(fused, rows, config, speakers=about, roles=asked_roles(query))
+    for message_id, score, parts in ranked[: request.limit]:
         row = rows[message_id]
         source = row["external_id"] if row["external_id"] is not None else str(row["id"])
         hits.append(
@@ -156,37 +152,30 @@ def recall(
                 id=row["id"], kind="message", content=row["content"], score=round(score, 6),
                 created_at=row["created_at"], session=row["session"], entity=row["entity_id"],
                 source_ids=[source], role=row["role"], name=row["name"],
-                explain=dict(parts, source_messages=[source]) if explain else None,
+                explain=dict(parts, source_messages=[source]) if request.explain else None,
             )
         )  # fmt: skip
-    if memories and process_id is None:
+    if request.searches_memories:
         hits += _memory_hits(
-            store, query, query_vector, entity_id=entity_id, since=since, until=until,
-            as_of=as_of, config=config, speakers=about, explain=explain, limit=limit,
-            graph=graph_memories,
-        )  # fmt: skip
+            store, request, query_vector, config=config, speakers=about, graph=graph_memories
+        )
     hits.sort(key=lambda hit: -hit.score)
-    return hits[:limit]
+    return hits[: request.limit]
 
 
 def _memory_hits(
     store: Store,
-    query: str,
+    request: RecallRequest,
     query_vector: np.ndarray | None,
     *,
-    entity_id: str,
-    since: str | None,
-    until: str | None,
-    as_of: str | None,
     config: RankingConfig,
     speakers: set[str],
-    explain: bool,
-    limit: int,
     graph: list[int],
 ) -> list[RecallHit]:
     """Memories for the query, fused and ranked like messages (``name`` is who it is about)."""
-    lexical = store_memories.search_memories(
-        store, query, entity_id=entity_id, as_of=as_of, limit=config.candidates,
+    entity_id, as_of = request.entity, request.as_of
+    lexical = search_memories(
+        store, request.query, entity_id=entity_id, as_of=as_of, limit=config.candidates,
         drop_words=speaker_words(speakers),
     )  # fmt: skip
     nearest: list[tuple[int, float]] = []
@@ -200,18 +189,21 @@ def _memory_hits(
         graph=[mid for mid in graph if mid in valid],
     )  # fmt: skip
     rows = store_memories.get_memories(store, list(fused))
+    # A memory spans the turns it was drawn from: it is in the window if it was last seen
+    # at or after ``since`` and first seen before the upper bound.
+    since, before = request.since, request.before
     for mid in list(fused):
         row = rows.get(mid)
         if (
             row is None
             or (since is not None and row["last_seen"] < since)
-            or (until is not None and row["first_seen"] >= until)
+            or (before is not None and row["first_seen"] >= before)
         ):
             fused.pop(mid)
             continue
         row.update(created_at=row["last_seen"], name=row["about"])
     hits = []
-    for memory_id, score, parts in rank(fused, rows, config, speakers=speakers)[:limit]:
+    for memory_id, score, parts in rank(fused, rows, config, speakers=speakers)[: request.limit]:
         row = rows[memory_id]
         hits.append(
             RecallHit(
@@ -220,7 +212,7 @@ def _memory_hits(
                 created_at=row["valid_from"], session=row["session"] or "", entity=entity_id,
                 source_ids=row["source_ids"], name=row["about"],
                 explain=dict(parts, source_messages=row["source_ids"], count=row["count"],
-                             extractor=row["extractor"]) if explain else None,
+                             extractor=row["extractor"]) if request.explain else None,
             )
         )  # fmt: skip
     return hits
@@ -237,16 +229,5 @@ def _graph(
     """(message ids, memory ids) reached from the nodes the query names, speakers aside."""
     if not config.graph_weight:
         return [], []
-    nodes = graph.nodes_in(store, entity_id, query, skip={n.casefold() for n in speakers_named})
+    nodes = nodes_in(store, entity_id, query, skip={n.casefold() for n in speakers_named})
     return graph.graph_candidates(store, entity_id, nodes, as_of)
-
-
-def _passes(
-    row: dict[str, Any], process_id: str | None, since: str | None, until: str | None
-) -> bool:
-    """Whether a message row passes the process and time filters (as the SQL ones do)."""
-    return (
-        (process_id is None or row["process_id"] == process_id)
-        and (since is None or row["created_at"] >= since)
-        and (until is None or row["created_at"] < until)
-    )

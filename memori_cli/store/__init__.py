@@ -1,6 +1,6 @@
 """The store: the only code that speaks SQL. See :class:`Store`."""
 
-from . import connect  # noqa: F401  (registers the driver before sqlite-utils loads)
+from . import connect  # noqa: F401  (`store.connect`: the driver and its errors)
 from .core import Store, now_iso
 from .messages import ROLES, AddResult, NewMessage
 

@@ -79,6 +79,38 @@ class Backend(Protocol):
         """Whether the driver error ``exc`` is a lock that goes away when retried."""
         ...
 
+    # -- search ----------------------------------------------------------------------------
+    def lexical_messages(
+        self,
+        conn: Any,
+        terms: list[str],
+        *,
+        entity_id: str,
+        where: list[str],
+        params: list[Any],
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """The entity's messages (alias ``m``; ``where``/``params``: more conditions on it)
+        holding any of ``terms`` (literal words, never query syntax) in their content or
+        speaker name, best first by bm25: rows with ``id``, ``role``, ``content``, ``name``,
+        ``created_at``, ``external_id``, ``entity_id``, ``process_id``, ``session``,
+        ``trust``, ``uses`` and ``score`` (higher is better)."""
+        ...
+
+    def lexical_memories(
+        self,
+        conn: Any,
+        terms: list[str],
+        *,
+        entity_id: str,
+        where: list[str],
+        params: list[Any],
+        limit: int,
+    ) -> list[tuple[int, float]]:
+        """The entity's memories (alias ``m``) holding any of ``terms`` in their content
+        (weighted) or the person they are about: (id, score) best first by bm25."""
+        ...
+
     # -- bulk writes -----------------------------------------------------------------------
     def insert_messages(self, tx: Any, rows: list[tuple[Any, ...]]) -> list[tuple[int, str, int]]:
         """Inside a write: insert message rows of ``(entity_id, process_id, session_id, role,

@@ -6,18 +6,17 @@ over may come from any DB-API 2.0 SQLite driver (stdlib ``sqlite3``, ``sqlean``,
 ``pysqlite3``, an ``apsw`` shim): where it cannot load sqlite-vec, vectors are searched in
 process with numpy instead (:func:`vector_path` says which path a connection takes, and why).
 
-sqlite-utils imports ``pysqlite3`` if it can, else the stdlib ``sqlite3``, and catches that
-module's exceptions; wrapping a sqlean connection while sqlite-utils speaks stdlib ``sqlite3``
-breaks ``INSERT ... RETURNING`` through ``db.query`` ("cannot release savepoint"). So
-sqlite-utils' reference to its driver is pointed at sqlean here, and sqlite-utils speaks
-sqlean for the whole process (a caller's stdlib or pysqlite3 connection wrapped by it works:
-memori catches every driver's errors, :data:`DatabaseError`). Registering sqlean under the
-name ``pysqlite3`` instead (as before) hid a real pysqlite3 from the caller.
+memori runs its migrations on a small migrator of its own (:mod:`memori_cli.store.migrator`,
+in sqlite-utils' table and format) and imports no sqlite-utils: a host application that uses
+sqlite-utils keeps it as it configured it (its driver, its plugins), and opening a store costs
+no import of it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import sqlite3
 import sys
 import time
@@ -27,26 +26,21 @@ from typing import Any, TypeVar
 
 import sqlean
 import sqlean.dbapi2
-import sqlite_utils
-import sqlite_utils.db
-import sqlite_utils.utils
 import sqlite_vec
 
 from ..errors import ExtensionError
-
-# sqlite-utils picked pysqlite3 or the stdlib sqlite3 when it was imported: point it at sqlean,
-# the driver memori opens stores with (a real pysqlite3 the caller uses stays untouched).
-for _module in (sqlite_utils.utils, sqlite_utils.db):
-    _module.sqlite3 = sqlean  # type: ignore[attr-defined]
-    _module.OperationalError = sqlean.dbapi2.OperationalError  # type: ignore[attr-defined]
-sqlite_utils.utils.dbapi2 = sqlean.dbapi2  # type: ignore[attr-defined]
 
 driver = sqlean
 
 
 def _driver_errors() -> tuple[type[Exception], ...]:
     errors: list[type[Exception]] = [sqlean.dbapi2.Error, sqlite3.Error]
-    pysqlite3 = sys.modules.get("pysqlite3.dbapi2")  # the real one, if it came first
+    # pysqlite3, where it is installed (a caller may hand over its connections, imported
+    # after memori): a third driver whose errors derive from neither of the others.
+    pysqlite3: Any = sys.modules.get("pysqlite3.dbapi2")
+    if pysqlite3 is None and importlib.util.find_spec("pysqlite3") is not None:
+        with contextlib.suppress(ImportError):
+            pysqlite3 = importlib.import_module("pysqlite3.dbapi2")
     if pysqlite3 is not None and isinstance(getattr(pysqlite3, "Error", None), type):
         errors.append(pysqlite3.Error)
     return tuple(dict.fromkeys(errors))
@@ -121,17 +115,17 @@ def connect_read_only(path: str) -> Any:
     )
 
 
-def configure(conn: Any, *, read_only: bool = False) -> sqlite_utils.Database:
-    """Load sqlite-vec where the connection can, set the pragmas memori relies on, and wrap
-    ``conn`` for sqlite-utils.
+def configure(conn: Any, *, read_only: bool = False) -> Any:
+    """Load sqlite-vec where the connection can and set the pragmas memori relies on; returns
+    ``conn``.
 
     Set on every connection (a caller's too): ``isolation_level = None`` (memori opens its own
     ``BEGIN IMMEDIATE`` transactions), ``busy_timeout = 30000``, ``foreign_keys = ON``,
-    ``cache_size = -32768``, ``secure_delete = ON``, and on a writable store
-    ``journal_mode = WAL`` with ``synchronous = NORMAL``. A connection that cannot load
-    sqlite-vec is fine (vectors go the numpy path); one whose SQLite lacks FTS5 raises
-    :class:`ExtensionError`. ``read_only`` (a connection from :func:`connect_read_only`) leaves
-    the journal mode alone: switching to WAL writes the file."""
+    ``recursive_triggers = ON``, ``cache_size = -32768``, ``secure_delete = ON``, and on a
+    writable store ``journal_mode = WAL`` with ``synchronous = NORMAL``. A connection that
+    cannot load sqlite-vec is fine (vectors go the numpy path); one whose SQLite lacks FTS5
+    raises :class:`ExtensionError`. ``read_only`` (a connection from :func:`connect_read_only`)
+    leaves the journal mode alone: switching to WAL writes the file."""
     with contextlib.suppress(ExtensionError):
         # No sqlite-vec here: vector_path() says so, and vectors.knn searches with numpy.
         load_vec(conn)
@@ -139,13 +133,16 @@ def configure(conn: Any, *, read_only: bool = False) -> sqlite_utils.Database:
     conn.isolation_level = None  # explicit BEGIN IMMEDIATE / COMMIT, never implicit
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
+    # As sqlite-utils' Database set it on every connection it wrapped, when migrations ran on
+    # it: kept, so triggers behave as before (a REPLACE fires the delete triggers).
+    conn.execute("PRAGMA recursive_triggers = ON")
     conn.execute("PRAGMA cache_size = -32768")  # 32 MB: bulk writes spill far less
     # Deleted rows are overwritten with zeros, so forgotten text leaves the file.
     conn.execute("PRAGMA secure_delete = ON")
     if not read_only and _enable_wal(conn) == "wal":
         # WAL + NORMAL survives application crashes; only an OS crash can lose the last commit.
         conn.execute("PRAGMA synchronous = NORMAL")
-    return sqlite_utils.Database(conn)
+    return conn
 
 
 def _enable_wal(conn: Any) -> str:
@@ -280,22 +277,35 @@ def enable_fts_secure_delete(conn: Any) -> None:
         conn.execute(f"INSERT INTO {table} ({table}, rank) VALUES ('secure-delete', 1)")
 
 
+def _unreadable_fts(conn: Any) -> list[str]:
+    """The FTS5 indexes this SQLite cannot read: written with ``secure-delete`` (format
+    version 5) while the library is older than 3.44."""
+    if sqlite_version(conn) >= SECURE_DELETE_FTS:
+        return []
+    unreadable = []
+    for table in FTS_TABLES:
+        try:
+            row = conn.execute(f"SELECT v FROM {table}_config WHERE k = 'version'").fetchone()
+        except Exception:  # no such table: the schema is not there yet
+            continue
+        if row is not None and int(row[0]) > 4:
+            unreadable.append(table)
+    return unreadable
+
+
+def fts_needs_downgrade(conn: Any) -> bool:
+    """Whether :func:`downgrade_fts` has work to do on ``conn`` (reads only)."""
+    return bool(_unreadable_fts(conn))
+
+
 def downgrade_fts(conn: Any) -> bool:
     """Inside a write transaction: make the FTS5 indexes readable by this SQLite, if it is older
     than 3.44 and they were written with ``secure-delete`` (format version 5, which SQLite
     before 3.44 refuses to read). The option is dropped and each index rebuilt from its table
     (once); forgetting then purges the index by merging it (:func:`purge_fts`). True if it
     rebuilt."""
-    if sqlite_version(conn) >= SECURE_DELETE_FTS:
-        return False
     rebuilt = False
-    for table in FTS_TABLES:
-        try:
-            row = conn.execute(f"SELECT v FROM {table}_config WHERE k = 'version'").fetchone()
-        except Exception:  # no such table: the schema is not there yet
-            continue
-        if row is None or int(row[0]) <= 4:
-            continue
+    for table in _unreadable_fts(conn):
         conn.execute(f"DELETE FROM {table}_config WHERE k = 'secure-delete'")
         conn.execute(f"UPDATE {table}_config SET v = 4 WHERE k = 'version'")
         conn.execute(f"INSERT INTO {table} ({table}) VALUES ('rebuild')")

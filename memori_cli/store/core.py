@@ -16,7 +16,7 @@ from . import connect
 from .backend import Backend, backend_for
 from .matrix import Matrices
 from .migrations import APPLICATION_ID, migrations
-from .sqlite import SQLITE_CORRUPT, SQLITE_NOTADB, disk_full, error_code, free_bytes
+from .sqlite import SQLITE_CORRUPT, SQLITE_NOTADB, error_code, free_bytes
 
 # SQLite integers are signed 64-bit. No row has an id outside that range, and binding a larger
 # Python int raises OverflowError, so a lookup by such an id finds nothing instead.
@@ -203,10 +203,10 @@ class Store:
         self.path: Path | None
         if conn is None or isinstance(conn, (str, os.PathLike)):
             self.path = Path(conn) if conn is not None else paths.default_db_path()
-            db_path = self.path
+            db_path, backend = self.path, self.backend
 
             def factory() -> Any:
-                return connect.connect_path(str(db_path))
+                return backend.connect(str(db_path))
 
             self._factory: connect.ConnectionFactory = factory
             self._by_path = True
@@ -256,7 +256,11 @@ class Store:
             self._prepare_file(self.path)
         read_only = self._by_path and self.path is not None and not writable(self.path)
         try:
-            raw = connect.connect_read_only(str(self.path)) if read_only else self._factory()
+            raw = (
+                self.backend.connect(str(self.path), read_only=True)
+                if read_only
+                else self._factory()
+            )
         except Exception as exc:
             raise StoreError(f"cannot open the store at {self.describe()}: {exc}") from exc
         owned = self._by_path
@@ -271,7 +275,7 @@ class Store:
             connect.retry_locked(lambda: self._check_identity(raw))
             if not owned:
                 _check_idle(raw)
-            db = connect.configure(raw, read_only=read_only)
+            self.backend.configure(raw, read_only=read_only)
         except BaseException:
             release()
             raise
@@ -279,7 +283,7 @@ class Store:
             self._owned.append(raw)
         if read_only:
             try:
-                self._check_read_only_schema(db)
+                self._check_read_only_schema(raw)
             except BaseException:
                 release()
                 raise
@@ -295,7 +299,7 @@ class Store:
             paths.tighten_store_files(self.path, fresh=fresh)
         with self._migrate_lock:
             if not self._migrated:
-                self._apply_migrations(raw, db)
+                self._apply_migrations(raw)
                 self._migrated = True
         self._connections.append(raw)
         return raw
@@ -319,7 +323,7 @@ class Store:
                 "(Memori(conn=lambda: sqlite3.connect('memori.db'))), or a path"
             )
         try:
-            return connect.same_driver(raw, str(path)), True
+            return self.backend.connect_like(raw, str(path)), True
         except Exception as exc:
             raise StoreError(f"cannot open the store at {path} for this thread: {exc}") from exc
 
@@ -336,11 +340,11 @@ class Store:
         paths.ensure_private_dir(path.parent, tighten=path.parent == paths.data_dir())
         paths.ensure_private_file(path)
 
-    def _check_read_only_schema(self, db: Any) -> None:
+    def _check_read_only_schema(self, raw: Any) -> None:
         """Raise :class:`ReadOnlyStoreError` if a read-only store lacks migrations this
         version of memori needs (they cannot be applied without writing)."""
         try:
-            pending = [m.name for m in migrations.pending(db)]
+            pending = [m.name for m in migrations.pending(raw)]
         except connect.DatabaseError as exc:
             raise StoreError(f"cannot read the store at {self.describe()}: {exc}") from exc
         if pending:
@@ -373,10 +377,10 @@ class Store:
                 ).fetchone()
             ):
                 return
-        except connect.DatabaseError as exc:
-            if connect.is_transient(exc):
+        except self.backend.errors as exc:
+            if self.backend.is_transient(exc):
                 raise  # retried by the caller
-            if disk_full(exc, self.path):
+            if self.backend.is_full(exc, self.path):
                 raise StoreFullError(
                     full_message(self.path, self.describe(), opening=True)
                 ) from exc
@@ -400,20 +404,11 @@ class Store:
                 return Path(file)
         return None
 
-    def _apply_migrations(self, raw: Any, db: Any) -> None:
-        # Under BEGIN IMMEDIATE so two processes opening a fresh store never race; the
-        # migrations' own transactions become savepoints inside it.
+    def _apply_migrations(self, raw: Any) -> None:
+        # All pending migrations under one BEGIN IMMEDIATE; an up-to-date store takes no lock.
         try:
-            raw.execute("BEGIN IMMEDIATE")
-            try:
-                # SQLite before 3.44 cannot read FTS5 indexes written with secure-delete.
-                connect.downgrade_fts(raw)
-                migrations.apply(db)
-                raw.execute("COMMIT")
-            except BaseException:
-                raw.execute("ROLLBACK")
-                raise
-        except connect.DatabaseError as exc:
+            self.backend.migrate(raw)
+        except self.backend.errors as exc:
             raise StoreError(f"cannot migrate the store at {self.describe()}: {exc}") from exc
 
     def build(self) -> None:

@@ -1,116 +1,155 @@
-"""The knowledge graph: nodes (one per real thing per entity, with aliases) and edges (the
-``triples`` rows, pointing at nodes, with provenance, counts and validity).
+"""The knowledge graph's tables: nodes (one per real thing per entity, with aliases) and edges
+(the ``triples`` rows, pointing at nodes, with provenance, counts and validity).
 
-Resolution: a name's key folds case, whitespace, a possessive and a simple plural of its
-last word, so "Lisbon", " lisbon " and "Lisbon's" are one node, and "cats" is "cat" (keys
-are internal: the name shown is the first spelling met). A name with no key
-match joins a node of the same type whose name embedding has a cosine of at least
-``SIMILAR`` (conservative: near-identical spellings only). Nothing is shared across entities.
+SQL only. Which node a name resolves to (keys, similarity) is :mod:`memori_cli.graph.resolve`;
+whether an extracted edge merges into one held already is :mod:`memori_cli.augment.resolve`.
+Both run inside a write transaction and call the primitives here with it. Nothing is shared
+across entities.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-import numpy as np
-
 from .core import Store, dict_rows, is_rowid, now_iso, valid_at
-from .fts import STOPWORDS
+from .memories import Source
 
-SIMILAR = 0.95
-_POSSESSIVE = re.compile(r"['\u2019]s?$")
 _EDGE_COLUMNS = """t.id, t.subject_id, s.name AS subject, t.predicate, t.object_id,
     o.name AS object, t.count, t.first_seen, t.last_seen, t.valid_from, t.valid_to,
     t.superseded_by, t.extractor"""
 
 
-def node_key(name: str) -> str:
-    """The resolution key of a node name (see the module docstring)."""
-    words = " ".join(name.casefold().split()).strip(' .,;:!?"()[]{}').split(" ")
-    last = _POSSESSIVE.sub("", words[-1])
-    if len(last) > 3 and last.endswith("ies"):
-        last = last[:-3] + "y"
-    elif len(last) > 3 and last.endswith("s") and last[-2:] not in ("ss", "us", "is"):
-        last = last[:-1]
-    words[-1] = last
-    return " ".join(words)
-
-
-def resolve(
-    conn: Any, entity_id: str, name: str, node_type: str, vector: np.ndarray | None = None
-) -> int:
-    """The node for ``name`` in the entity's graph, made if there is none (inside the
-    caller's write transaction)."""
-    known = _known(conn, entity_id, name)
-    if known is not None:
-        return known
-    node_id = _similar(conn, entity_id, node_type, vector) if vector is not None else None
-    if node_id is None:
-        (node_id,) = conn.execute(
-            """INSERT INTO graph_nodes (entity_id, name, type, vector, created_at)
-               VALUES (?, ?, ?, ?, ?) RETURNING id""",
-            (entity_id, name.strip(), node_type,
-             None if vector is None else np.asarray(vector, np.float32).tobytes(), now_iso()),
-        ).fetchone()  # fmt: skip
-    conn.execute(
-        "INSERT INTO graph_aliases (entity_id, key, node_id, alias) VALUES (?, ?, ?, ?)",
-        (entity_id, _key(name), node_id, name.strip()),
-    )
-    return int(node_id)
-
-
-def _key(name: str) -> str:
-    return node_key(name) or name.casefold()
-
-
-def _known(conn: Any, entity_id: str, name: str) -> int | None:
-    """The node ``name`` resolves to by its key, if any."""
+# -- nodes (inside the caller's write transaction, or on a reading connection) -------------
+def node_for_key(conn: Any, entity_id: str, key: str) -> int | None:
+    """The node an alias ``key`` belongs to in the entity's graph, if any."""
     row = conn.execute(
         "SELECT node_id FROM graph_aliases WHERE entity_id = ? AND key = ?",
-        (entity_id, _key(name)),
+        (entity_id, key),
     ).fetchone()
     return None if row is None else int(row[0])
 
 
-def unknown_names(store: Store, entity_id: str, names: Iterable[str]) -> list[str]:
-    """The names no node answers to by key yet: only they need a vector to resolve."""
-    return [name for name in names if _known(store.conn, entity_id, name) is None]
-
-
-def _similar(conn: Any, entity_id: str, node_type: str, vector: np.ndarray) -> int | None:
+def node_vectors(conn: Any, entity_id: str, node_type: str) -> list[tuple[int, bytes]]:
+    """(id, float32 name-vector bytes) of the entity's nodes of ``node_type`` that have one."""
     rows = conn.execute(
         """SELECT id, vector FROM graph_nodes
            WHERE entity_id = ? AND type = ? AND vector IS NOT NULL""",
         (entity_id, node_type),
     ).fetchall()
-    if not rows:
-        return None
-    query = np.asarray(vector, np.float32)
-    query = query / (np.linalg.norm(query) or 1.0)
-    matrix = np.stack([np.frombuffer(blob, np.float32) for _, blob in rows])
-    if matrix.shape[1] != query.shape[0]:
-        return None  # vectors of another model
-    scores = matrix @ query / np.maximum(np.linalg.norm(matrix, axis=1), 1e-9)
-    best = int(np.argmax(scores))
-    return int(rows[best][0]) if scores[best] >= SIMILAR else None
+    return [(int(i), bytes(blob)) for i, blob in rows]
+
+
+def insert_node(conn: Any, entity_id: str, name: str, node_type: str, vector: bytes | None) -> int:
+    """Add a node called ``name`` (with its name vector's bytes, if any); its id."""
+    (node_id,) = conn.execute(
+        """INSERT INTO graph_nodes (entity_id, name, type, vector, created_at)
+           VALUES (?, ?, ?, ?, ?) RETURNING id""",
+        (entity_id, name, node_type, vector, now_iso()),
+    ).fetchone()
+    return int(node_id)
+
+
+def add_alias(conn: Any, entity_id: str, key: str, node_id: int, alias: str) -> None:
+    """Record that ``alias`` (whose resolution key is ``key``) names node ``node_id``."""
+    conn.execute(
+        "INSERT INTO graph_aliases (entity_id, key, node_id, alias) VALUES (?, ?, ?, ?)",
+        (entity_id, key, node_id, alias),
+    )
+
+
+# -- edges (inside the caller's write transaction) -----------------------------------------
+def find_edge(
+    conn: Any, entity_id: str, subject_id: int, predicate: str, object_id: int
+) -> int | None:
+    """The current edge ``subject -predicate-> object`` of the entity, if there is one."""
+    row = conn.execute(
+        """SELECT id FROM triples WHERE entity_id = ? AND subject_id = ? AND predicate = ?
+               AND object_id = ? AND valid_to IS NULL""",
+        (entity_id, subject_id, predicate, object_id),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def insert_edge(
+    conn: Any,
+    entity_id: str,
+    subject: tuple[str, str],
+    predicate: str,
+    obj: tuple[str, str],
+    *,
+    subject_id: int,
+    object_id: int,
+    confidence: float,
+    extractor: str,
+    when: str,
+    created_at: str,
+) -> int:
+    """Add a current edge between (name, type) ``subject`` and ``obj`` (nodes ``subject_id``
+    and ``object_id``), first and last seen and valid from ``when``; its id."""
+    (edge_id,) = conn.execute(
+        """INSERT INTO triples (entity_id, subject, subject_type, predicate, object, object_type,
+               confidence, extractor, first_seen, last_seen, valid_from, created_at,
+               subject_id, object_id)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+        (entity_id, subject[0], subject[1], predicate, obj[0], obj[1], confidence, extractor,
+         when, when, when, created_at, subject_id, object_id),
+    ).fetchone()  # fmt: skip
+    return int(edge_id)
+
+
+def add_edge_sources(conn: Any, edge_id: int, sources: Iterable[Source]) -> int:
+    """Link edge ``edge_id`` to its source messages; how many links are new (a source seen
+    before does not count twice, so re-runs change nothing)."""
+    added = 0
+    for message_id, _, _ in sources:
+        cursor = conn.execute(
+            "INSERT INTO triple_sources VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (edge_id, message_id),
+        )
+        added += max(cursor.rowcount, 0)
+    return added
+
+
+def add_edge_sighting(conn: Any, edge_id: int, sources: Iterable[Source], when: str) -> None:
+    """One more sighting of edge ``edge_id``: its new sources counted, ``last_seen`` widened."""
+    added = add_edge_sources(conn, edge_id, sources)
+    conn.execute(
+        "UPDATE triples SET count = count + ?, last_seen = max(last_seen, ?) WHERE id = ?",
+        (added, when, edge_id),
+    )
+
+
+def close_other_edges(
+    conn: Any, entity_id: str, subject_id: int, predicate: str, edge_id: int, when: str
+) -> None:
+    """Close the subject's other current edges of ``predicate`` valid from ``when`` or
+    before: edge ``edge_id`` supersedes them at ``when``."""
+    conn.execute(
+        """UPDATE triples SET valid_to = ?, superseded_by = ?
+           WHERE entity_id = ? AND subject_id = ? AND predicate = ?
+               AND valid_to IS NULL AND id != ? AND valid_from <= ?""",
+        (when, edge_id, entity_id, subject_id, predicate, edge_id, when),
+    )
 
 
 # -- reading ---------------------------------------------------------------------------------
-def find_node(store: Store, entity_id: str, name: str) -> dict[str, Any] | None:
-    """The node called ``name`` (any alias, or ``#ID``) in the entity's graph."""
-    args: list[Any]
-    if re.fullmatch(r"#\d+", name.strip()):
-        node_id = int(name.strip()[1:])
-        if not is_rowid(node_id):
-            return None
-        where, args = "n.id = ?", [node_id]
-    else:
-        where = "n.id = (SELECT node_id FROM graph_aliases WHERE entity_id = ? AND key = ?)"
-        args = [entity_id, _key(name)]
-    found = nodes(store, entity_id, where=where, args=args)
+def node_by_id(store: Store, entity_id: str, node_id: int) -> dict[str, Any] | None:
+    """Node ``node_id`` of the entity's graph (see :func:`nodes`), or None."""
+    if not is_rowid(int(node_id)):
+        return None
+    found = nodes(store, entity_id, where="n.id = ?", args=[int(node_id)])
+    return found[0] if found else None
+
+
+def node_by_key(store: Store, entity_id: str, key: str) -> dict[str, Any] | None:
+    """The node an alias ``key`` belongs to in the entity's graph (see :func:`nodes`), or
+    None."""
+    found = nodes(
+        store, entity_id, args=[entity_id, key],
+        where="n.id = (SELECT node_id FROM graph_aliases WHERE entity_id = ? AND key = ?)",
+    )  # fmt: skip
     return found[0] if found else None
 
 
@@ -213,20 +252,8 @@ def search(store: Store, entity_id: str, text: str, limit: int = 50) -> list[dic
     )  # fmt: skip
 
 
-def nodes_in(store: Store, entity_id: str, query: str, *, skip: Iterable[str] = ()) -> list[int]:
-    """Nodes whose key is one to four consecutive words of ``query`` (except nodes whose
-    name or first name is in ``skip``, folded)."""
-    words = re.findall(r"[\w'\u2019-]+", query)
-    keys = {
-        node_key(" ".join(words[i : i + n]))
-        for n in range(4, 0, -1)
-        for i in range(len(words) - n + 1)
-    }
-    keys -= STOPWORDS
-    keys.discard("")
-    skipped = {node_key(name) for name in skip}
-    skipped |= {key.split(" ")[0] for key in skipped}
-    keys -= skipped
+def nodes_with_keys(store: Store, entity_id: str, keys: Collection[str]) -> list[int]:
+    """The entity's nodes with an alias whose key is one of ``keys``."""
     if not keys:
         return []
     return [
@@ -332,48 +359,3 @@ def forget_edge(store: Store, entity_id: str, edge_id: int) -> bool:
             "DELETE FROM triples WHERE id = ? AND entity_id = ?", (edge_id, entity_id)
         )
         return bool(cursor.rowcount)
-
-
-def add_node(store: Store, entity_id: str, name: str, node_type: str) -> int:
-    """Make sure a node called ``name`` exists; 1 if it was made."""
-    with store.write() as conn:
-        conn.execute(
-            "INSERT INTO entities (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            (entity_id, now_iso()),
-        )
-        if _known(conn, entity_id, name) is not None:
-            return 0
-        resolve(conn, entity_id, name, node_type)
-    return 1
-
-
-def add_edge(
-    store: Store, entity_id: str, subject: tuple[str, str], predicate: str,
-    obj: tuple[str, str], *, extractor: str, when: str | None = None,
-) -> int:  # fmt: skip
-    """Add one current edge between (name, type) nodes unless the same edge holds already;
-    1 if added. For imports, with no source message."""
-    when = when or now_iso()
-    with store.write() as conn:
-        conn.execute(
-            "INSERT INTO entities (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            (entity_id, when),
-        )
-        s = resolve(conn, entity_id, subject[0], subject[1])
-        o = resolve(conn, entity_id, obj[0], obj[1])
-        same = conn.execute(
-            """SELECT id FROM triples WHERE entity_id = ? AND subject_id = ? AND predicate = ?
-                   AND object_id = ? AND valid_to IS NULL""",
-            (entity_id, s, predicate, o),
-        ).fetchone()
-        if same is not None:
-            return 0
-        conn.execute(
-            """INSERT INTO triples (entity_id, subject, subject_type, predicate, object,
-                   object_type, confidence, extractor, first_seen, last_seen, valid_from,
-                   created_at, subject_id, object_id)
-               VALUES (?, ?, ?, ?, ?, ?, 1.0, ?, ?, ?, ?, ?, ?, ?)""",
-            (entity_id, subject[0], subject[1], predicate, obj[0], obj[1], extractor,
-             when, when, when, when, s, o),
-        )  # fmt: skip
-        return 1

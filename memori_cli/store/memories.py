@@ -1,59 +1,26 @@
-"""Typed memories, triples and session summaries: saving a job's results, reading them back.
+"""Typed memories and session summaries: the tables, and the primitives that write them.
 
-Saving never deletes. A memory whose normalised text (or, with vectors, whose meaning) matches
-a current memory of the same kind about the same person merges into it: one more source, a
-higher count, a later ``last_seen``. A memory filling a ``slot`` that holds other content
-("lives_in") supersedes it: the old row gets ``valid_to`` and ``superseded_by`` and stays in
-history. Times are the source messages' own times, so imported history orders correctly even
-when it arrives out of order.
+SQL only. Whether an extracted memory merges into one held already, supersedes the one in its
+slot or is new is :mod:`memori_cli.augment.resolve`, which runs inside the write transaction
+and calls the primitives here with it. Saving never deletes: a superseded memory gets
+``valid_to`` and ``superseded_by`` and stays in history. Times are the source messages' own
+times, so imported history orders correctly even when it arrives out of order.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..parts import Extraction, MemoryDraft, TripleDraft, normalise
-from . import connect, graph, jobs, vectors
+from ..parts import normalise
+from . import connect, jobs, vectors
 from .core import Store, dict_rows, is_rowid, now_iso, rowids, valid_at
-from .fts import match_expression
-
-#: Cosine similarity above which two memories of the same kind and person are one memory.
-MERGE_SIMILARITY = 0.92
 
 _COLUMNS = """m.id, m.entity_id, m.kind, m.content, m.about, m.slot, m.confidence, m.trust,
     m.extractor, m.count, m.uses, m.first_seen, m.last_seen, m.valid_from, m.valid_to,
     m.superseded_by, m.created_at, s.name AS session"""
-
-
-@dataclasses.dataclass
-class SaveResult:
-    """What saving one job's results did."""
-
-    created: int = 0
-    merged: int = 0
-    superseded: int = 0
-    triples: int = 0
-    embedded: int = 0
-    rejected: int = 0
-
-
-#: An item grounding refused: (item, content, reason).
-Rejected = tuple[str, str, str]
-
-
-@dataclasses.dataclass
-class Vectors:
-    """Vectors computed before the transaction: for the job's messages and its memories."""
-
-    model: str
-    message_ids: list[int]
-    messages: np.ndarray
-    memories: list[np.ndarray]
-    names: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # graph node names
 
 
 def job_turns(store: Store, job: jobs.Job) -> list[dict[str, Any]]:
@@ -79,82 +46,20 @@ def session_summary(store: Store, session_id: int | None) -> str | None:
     return None if row is None else str(row[0])
 
 
-def save(
-    store: Store,
-    job: jobs.Job,
-    extraction: Extraction,
-    *,
-    extractor: str,
-    found: Vectors | None = None,
-    rejected: Sequence[Rejected] = (),
-) -> SaveResult:
-    """Commit a job's results, what grounding rejected, and the job's completion in one
-    transaction.
-
-    Raises :class:`jobs.LeaseLost` (and commits nothing) if the job is no longer this
-    worker's: reclaimed after its lease expired, or deleted with its entity by ``forget``.
-    """
-    result = SaveResult()
-    fresh: vectors.Added = {}
-    with store.write() as conn:
-        jobs.check_lease(conn, job)
-        drafts: list[MemoryDraft | TripleDraft] = [*extraction.memories, *extraction.triples]
-        wanted = {i for draft in drafts for i in draft.source_ids}
-        known = _sources(conn, job.entity_id, sorted(wanted))
-        if found is not None:
-            fresh = vectors.insert(conn, found.model, found.message_ids, found.messages)
-            result.embedded = sum(len(ids) for ids, _ in fresh.values())
-        for position, draft in enumerate(extraction.memories):
-            vector = found.memories[position] if found is not None else None
-            model = found.model if found is not None else None
-            sources = [known[i] for i in draft.source_ids if i in known]
-            outcome = _save_memory(
-                conn, job.entity_id, job.session_id, draft, sources, extractor, vector, model
-            )
-            result.created += outcome in ("created", "superseded")
-            result.merged += outcome == "merged"
-            result.superseded += outcome == "superseded"
-        for triple in extraction.triples:
-            sources = [known[i] for i in triple.source_ids if i in known]
-            names = found.names if found is not None else {}
-            result.triples += _save_triple(conn, job.entity_id, triple, sources, extractor, names)
-        if extraction.summary and job.session_id is not None and job.message_ids:
-            conn.execute(
-                """INSERT INTO session_summaries
-                       (session_id, entity_id, content, extractor, last_message_id, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (session_id) DO UPDATE SET content = excluded.content,
-                       extractor = excluded.extractor, updated_at = excluded.updated_at,
-                       last_message_id = excluded.last_message_id
-                   WHERE excluded.last_message_id > session_summaries.last_message_id""",
-                (
-                    job.session_id,
-                    job.entity_id,
-                    extraction.summary,
-                    extractor,
-                    max(job.message_ids),
-                    now_iso(),
-                ),
-            )
-        now = now_iso()
-        conn.execute("DELETE FROM rejections WHERE job_id = ?", (job.id,))  # a re-run
-        conn.executemany(
-            """INSERT INTO rejections (job_id, entity_id, item, content, reason, extractor,
-                   created_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
-            [(job.id, job.entity_id, *r, extractor, now) for r in rejected],
-        )
-        result.rejected = len(rejected)
-        jobs.finish(conn, job)
-    if found is not None:
-        vectors.after_commit(store, fresh, found.messages)
-    return result
-
-
 #: A source message: (id, created_at, trust).
 Source = tuple[int, str, float]
 
 
-def _sources(conn: Any, entity_id: str, ids: Sequence[int]) -> dict[int, Source]:
+# -- writing primitives (inside the caller's write transaction) ----------------------------
+def ensure_entity(conn: Any, entity_id: str, when: str) -> None:
+    """Make sure the entity has its row (inside the caller's write transaction)."""
+    conn.execute(
+        "INSERT INTO entities (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        (entity_id, when),
+    )
+
+
+def sources(conn: Any, entity_id: str, ids: Sequence[int]) -> dict[int, Source]:
     """The source messages among ``ids`` that still exist in the entity, by id."""
     ids = [int(i) for i in ids]
     if not ids:
@@ -167,96 +72,56 @@ def _sources(conn: Any, entity_id: str, ids: Sequence[int]) -> dict[int, Source]
     return {int(i): (int(i), str(c), float(t)) for i, c, t in rows}
 
 
-def _add_sources(conn: Any, table: str, owner: int, sources: list[Source]) -> int:
-    """Link ``owner`` (a memory or triple) to its source messages; returns how many links
-    are new (a source seen before does not count twice, so re-runs change nothing)."""
+def add_sources(conn: Any, memory_id: int, sources: Iterable[Source]) -> int:
+    """Link memory ``memory_id`` to its source messages; how many links are new (a source
+    seen before does not count twice, so re-runs change nothing)."""
     added = 0
     for message_id, _, _ in sources:
         cursor = conn.execute(
-            f"INSERT INTO {table} VALUES (?, ?) ON CONFLICT DO NOTHING", (owner, message_id)
+            "INSERT INTO memory_sources VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (memory_id, message_id),
         )
         added += max(cursor.rowcount, 0)
     return added
 
 
-def _save_memory(
-    conn: Any,
-    entity_id: str,
-    session_id: int | None,
-    draft: MemoryDraft,
-    sources: list[Source],
-    extractor: str,
-    vector: np.ndarray | None,
-    model: str | None,
-) -> str | None:
-    """Merge, supersede or create; returns which, or None if skipped (no source left)."""
-    norm = normalise(draft.content)
-    if not sources or not norm:
-        return None
-    when = max(created for _, created, _ in sources)
-    first = min(created for _, created, _ in sources)
-    trust = max(t for _, _, t in sources)
-    same = conn.execute(
+def find_same(conn: Any, entity_id: str, norm: str, kind: str, about: str) -> int | None:
+    """The entity's current memory of ``kind`` about ``about`` whose normalised text is
+    ``norm``, if there is one."""
+    row = conn.execute(
         """SELECT id FROM memories WHERE entity_id = ? AND norm = ? AND kind = ?
                AND about = ? AND valid_to IS NULL""",
-        (entity_id, norm, draft.kind, draft.about),
+        (entity_id, norm, kind, about),
     ).fetchone()
-    if same is None and vector is not None and not draft.slot:
-        # Only slot-less memories merge by meaning: in a slot, different words are a new
-        # value ("lives in Town1" after "lives in Town0" is close in vector space, and
-        # "dislikes coffee" after "likes coffee" closer still), which supersedes below.
-        same = _similar(conn, entity_id, draft, vector)
-    if same is not None:
-        _merge(conn, int(same[0]), sources, first, when)
-        return "merged"
-    now = now_iso()
-    (memory_id,) = conn.execute(
-        """INSERT INTO memories (entity_id, session_id, kind, content, norm, about, slot,
-               confidence, trust, extractor, first_seen, last_seen, valid_from, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
-        (
-            entity_id,
-            session_id,
-            draft.kind,
-            draft.content,
-            norm,
-            draft.about,
-            draft.slot,
-            draft.confidence,
-            trust,
-            extractor,
-            first,
-            when,
-            when,
-            now,
-        ),
+    return None if row is None else int(row[0])
+
+
+def is_current_unslotted(conn: Any, memory_id: int, kind: str, about: str) -> bool:
+    """Whether memory ``memory_id`` is current, of ``kind``, about ``about`` and in no slot."""
+    row = conn.execute(
+        """SELECT id FROM memories WHERE id = ? AND kind = ? AND about = ?
+               AND valid_to IS NULL AND slot IS NULL""",
+        (memory_id, kind, about),
     ).fetchone()
-    _add_sources(conn, "memory_sources", memory_id, sources)
-    if vector is not None and model is not None:
-        vectors.insert_memory(conn, model, memory_id, entity_id, vector)
-    outcome = "created"
-    if draft.slot:
-        outcome = _supersede(conn, entity_id, draft, memory_id, when) or outcome
-    return outcome
+    return row is not None
 
 
-def _similar(conn: Any, entity_id: str, draft: MemoryDraft, vector: np.ndarray) -> Any:
-    for memory_id, distance in vectors.knn_memories(conn, entity_id, vector, 5):
-        if 1.0 - distance < MERGE_SIMILARITY:
-            break
-        row = conn.execute(
-            """SELECT id FROM memories WHERE id = ? AND kind = ? AND about = ?
-                   AND valid_to IS NULL AND slot IS NULL""",
-            (memory_id, draft.kind, draft.about),
-        ).fetchone()
-        if row is not None:
-            return row
-    return None
+def current_memory(conn: Any, entity_id: str, memory_id: int) -> tuple[Any, ...] | None:
+    """(kind, about, slot, session_id, norm) of the entity's current memory ``memory_id``."""
+    row = conn.execute(
+        """SELECT kind, about, slot, session_id, norm FROM memories
+           WHERE id = ? AND entity_id = ? AND valid_to IS NULL""",
+        (memory_id, entity_id),
+    ).fetchone()
+    return None if row is None else tuple(row)
 
 
-def _merge(conn: Any, memory_id: int, sources: list[Source], first: str, when: str) -> None:
-    """One more sighting: count the sources that are new, widen first/last seen."""
-    added = _add_sources(conn, "memory_sources", memory_id, sources)
+def add_sighting(
+    conn: Any, memory_id: int, sources: Iterable[Source], first: str, when: str
+) -> None:
+    """One more sighting of memory ``memory_id``: its new sources counted, first and last
+    seen widened to ``first`` and ``when``."""
+    added = add_sources(conn, memory_id, sources)
     conn.execute(
         """UPDATE memories SET count = count + ?, first_seen = min(first_seen, ?),
                last_seen = max(last_seen, ?) WHERE id = ?""",
@@ -264,91 +129,82 @@ def _merge(conn: Any, memory_id: int, sources: list[Source], first: str, when: s
     )
 
 
-def _supersede(
-    conn: Any, entity_id: str, draft: MemoryDraft, memory_id: int, when: str
-) -> str | None:
-    """Settle the slot between the new memory and the current one holding it, by time."""
-    other = conn.execute(
-        """SELECT id, valid_from FROM memories WHERE entity_id = ? AND about = ? AND slot = ?
-               AND valid_to IS NULL AND id != ? ORDER BY valid_from DESC LIMIT 1""",
-        (entity_id, draft.about, draft.slot, memory_id),
-    ).fetchone()
-    if other is None:
-        return None
-    other_id, other_from = int(other[0]), str(other[1])
-    if other_from <= when:  # the usual case: the new statement replaces the old one
-        closed, until, successor = other_id, when, memory_id
-    else:  # an older statement arriving late (imported history): it goes into history
-        closed, until, successor = memory_id, other_from, other_id
-    conn.execute(
-        "UPDATE memories SET valid_to = ?, superseded_by = ? WHERE id = ?",
-        (until, successor, closed),
-    )
-    return "superseded"
-
-
-def _save_triple(
+def insert_memory(
     conn: Any,
     entity_id: str,
-    draft: TripleDraft,
-    sources: list[Source],
+    *,
+    session_id: int | None,
+    kind: str,
+    content: str,
+    norm: str,
+    about: str,
+    slot: str | None,
+    confidence: float,
+    trust: float,
     extractor: str,
-    names: dict[str, np.ndarray],
+    first_seen: str,
+    last_seen: str,
+    created_at: str,
 ) -> int:
-    """Resolve the edge's nodes, then merge into the current identical edge or add one
-    (closing a functional predicate's old edge); returns 1 if a row was added."""
-    if not sources:
-        return 0
-    when = max(created for _, created, _ in sources)
-    subject_id = graph.resolve(
-        conn, entity_id, draft.subject, draft.subject_type, names.get(draft.subject)
-    )
-    object_id = graph.resolve(
-        conn, entity_id, draft.object, draft.object_type, names.get(draft.object)
-    )
-    same = conn.execute(
-        """SELECT id FROM triples WHERE entity_id = ? AND subject_id = ? AND predicate = ?
-               AND object_id = ? AND valid_to IS NULL""",
-        (entity_id, subject_id, draft.predicate, object_id),
-    ).fetchone()
-    if same is not None:
-        added = _add_sources(conn, "triple_sources", same[0], sources)
-        conn.execute(
-            "UPDATE triples SET count = count + ?, last_seen = max(last_seen, ?) WHERE id = ?",
-            (added, when, same[0]),
-        )
-        return 0
-    (triple_id,) = conn.execute(
-        """INSERT INTO triples (entity_id, subject, subject_type, predicate, object, object_type,
-               confidence, extractor, first_seen, last_seen, valid_from, created_at,
-               subject_id, object_id)
+    """Add a current memory, valid from ``last_seen``; its id."""
+    (memory_id,) = conn.execute(
+        """INSERT INTO memories (entity_id, session_id, kind, content, norm, about, slot,
+               confidence, trust, extractor, first_seen, last_seen, valid_from, created_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
-        (
-            entity_id,
-            draft.subject,
-            draft.subject_type,
-            draft.predicate,
-            draft.object,
-            draft.object_type,
-            draft.confidence,
-            extractor,
-            when,
-            when,
-            when,
-            now_iso(),
-            subject_id,
-            object_id,
-        ),
+        (entity_id, session_id, kind, content, norm, about, slot, confidence, trust, extractor,
+         first_seen, last_seen, last_seen, created_at),
+    ).fetchone()  # fmt: skip
+    return int(memory_id)
+
+
+def slot_holder(
+    conn: Any, entity_id: str, about: str, slot: str, *, besides: int
+) -> tuple[int, str] | None:
+    """(id, valid_from) of the latest current memory about ``about`` in ``slot`` other than
+    memory ``besides``."""
+    row = conn.execute(
+        """SELECT id, valid_from FROM memories WHERE entity_id = ? AND about = ? AND slot = ?
+               AND valid_to IS NULL AND id != ? ORDER BY valid_from DESC LIMIT 1""",
+        (entity_id, about, slot, besides),
     ).fetchone()
-    _add_sources(conn, "triple_sources", triple_id, sources)
-    if draft.functional:
-        conn.execute(
-            """UPDATE triples SET valid_to = ?, superseded_by = ?
-               WHERE entity_id = ? AND subject_id = ? AND predicate = ?
-                   AND valid_to IS NULL AND id != ? AND valid_from <= ?""",
-            (when, triple_id, entity_id, subject_id, draft.predicate, triple_id, when),
-        )
-    return 1
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def close_memory(conn: Any, memory_id: int, *, valid_to: str, superseded_by: int) -> None:
+    """End memory ``memory_id`` at ``valid_to``: ``superseded_by`` holds from then on."""
+    conn.execute(
+        "UPDATE memories SET valid_to = ?, superseded_by = ? WHERE id = ?",
+        (valid_to, superseded_by, memory_id),
+    )
+
+
+def save_summary(
+    conn: Any, job: jobs.Job, content: str, extractor: str, last_message_id: int
+) -> None:
+    """Store the job's session summary, unless one written from later messages is there."""
+    conn.execute(
+        """INSERT INTO session_summaries
+               (session_id, entity_id, content, extractor, last_message_id, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT (session_id) DO UPDATE SET content = excluded.content,
+               extractor = excluded.extractor, updated_at = excluded.updated_at,
+               last_message_id = excluded.last_message_id
+           WHERE excluded.last_message_id > session_summaries.last_message_id""",
+        (job.session_id, job.entity_id, content, extractor, last_message_id, now_iso()),
+    )
+
+
+def record_rejections(
+    conn: Any, job: jobs.Job, rejected: Sequence[tuple[str, str, str]], extractor: str
+) -> None:
+    """Replace the job's list of rejected items ((item, content, reason) each)."""
+    now = now_iso()
+    conn.execute("DELETE FROM rejections WHERE job_id = ?", (job.id,))  # a re-run
+    conn.executemany(
+        """INSERT INTO rejections (job_id, entity_id, item, content, reason, extractor,
+               created_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
+        [(job.id, job.entity_id, *r, extractor, now) for r in rejected],
+    )
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -414,10 +270,7 @@ def add_observations(
     now = now_iso()
     added = 0
     with store.write() as conn:
-        conn.execute(
-            "INSERT INTO entities (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            (entity_id, now),
-        )
+        ensure_entity(conn, entity_id, now)
         for text in observations:
             norm = normalise(text)
             if (
@@ -436,76 +289,6 @@ def add_observations(
             )
             added += 1
     return added
-
-
-def add_memory(
-    store: Store,
-    entity_id: str,
-    *,
-    kind: str,
-    content: str,
-    about: str,
-    extractor: str,
-    source_ids: Sequence[int] = (),
-    supersedes: int | None = None,
-) -> int | None:
-    """Store a memory someone stated outright (not extracted), in one transaction; its id.
-
-    ``source_ids`` are the entity's messages it comes from (others are ignored). With
-    ``supersedes``, the new memory replaces that current memory of the entity (same kind,
-    person and slot; the old one keeps its row with ``valid_to`` and ``superseded_by``, so
-    history shows both); None if there is no such current memory, and its own id if it
-    says the same already. Without it, a current
-    memory of the same kind about the same person with the same normalised text takes the
-    sources instead, as extraction merges, and its id is returned.
-    """
-    norm = normalise(content)
-    if not norm:
-        raise ValueError("the memory's text is empty")
-    now = now_iso()
-    with store.write() as conn:
-        conn.execute(
-            "INSERT INTO entities (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            (entity_id, now),
-        )
-        sources = list(_sources(conn, entity_id, rowids(source_ids)).values())
-        slot, session_id = None, None
-        if supersedes is not None:
-            if not is_rowid(int(supersedes)):
-                return None
-            old = conn.execute(
-                """SELECT kind, about, slot, session_id, norm FROM memories
-                   WHERE id = ? AND entity_id = ? AND valid_to IS NULL""",
-                (int(supersedes), entity_id),
-            ).fetchone()
-            if old is None:
-                return None
-            if old[4] == norm:  # it says that already: nothing to supersede
-                return int(supersedes)
-            kind, about, slot, session_id = old[:4]
-        else:
-            same = conn.execute(
-                """SELECT id FROM memories WHERE entity_id = ? AND norm = ? AND kind = ?
-                       AND about = ? AND valid_to IS NULL""",
-                (entity_id, norm, kind, about),
-            ).fetchone()
-            if same is not None:
-                _merge(conn, int(same[0]), sources, now, now)
-                return int(same[0])
-        (memory_id,) = conn.execute(
-            """INSERT INTO memories (entity_id, session_id, kind, content, norm, about, slot,
-                   confidence, trust, extractor, first_seen, last_seen, valid_from, created_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, 1.0, 1.0, ?, ?, ?, ?, ?) RETURNING id""",
-            (entity_id, session_id, kind, content.strip(), norm, about, slot, extractor,
-             now, now, now, now),
-        ).fetchone()  # fmt: skip
-        _add_sources(conn, "memory_sources", memory_id, sources)
-        if supersedes is not None:
-            conn.execute(
-                "UPDATE memories SET valid_to = ?, superseded_by = ? WHERE id = ?",
-                (now, memory_id, int(supersedes)),
-            )
-    return int(memory_id)
 
 
 def _chain(conn: Any, memory_id: int) -> list[int]:
@@ -676,28 +459,22 @@ def _cut_from_summaries(
         conn.execute("DELETE FROM session_summaries WHERE session_id = ?", (session,))
 
 
-def search_memories(
+def lexical_memories(
     store: Store,
-    query: str,
+    terms: Sequence[str],
     *,
     entity_id: str,
     as_of: str | None = None,
     limit: int = 50,
-    drop_words: set[str] | frozenset[str] = frozenset(),
 ) -> list[tuple[int, float]]:
-    """bm25 over the entity's memories valid now (or at ``as_of``): (id, score) best first."""
-    expression = match_expression(query, drop_words=drop_words)
-    if expression is None:
+    """bm25 over the entity's memories valid now (or at ``as_of``) holding any of ``terms``
+    (literal words, chosen by :func:`memori_cli.recall.query.terms`): (id, score) best first."""
+    if limit <= 0 or not terms:
         return []
     clause, params = valid_at(as_of, "m")
-    rows = store.conn.execute(
-        f"""SELECT m.id, -bm25(memories_fts, 1.0, 0.3, 0.0) AS score
-            FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid
-            WHERE memories_fts MATCH ? AND m.entity_id = ? AND {clause}
-            ORDER BY bm25(memories_fts, 1.0, 0.3, 0.0) LIMIT ?""",
-        [expression, entity_id, *params, int(limit)],
-    ).fetchall()
-    return [(int(i), float(s)) for i, s in rows]
+    return store.backend.lexical_memories(
+        store.conn, list(terms), entity_id=entity_id, where=[clause], params=params, limit=limit
+    )
 
 
 def valid_ids(store: Store, ids: Sequence[int], as_of: str | None) -> set[int]:

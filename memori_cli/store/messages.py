@@ -207,18 +207,28 @@ def forget_entity(store: Store, entity_id: str) -> dict[str, int]:
     return removed
 
 
-def get_messages(store: Store, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-    """Messages by id, with their session name, as dicts keyed by id."""
+def get_messages(
+    store: Store,
+    ids: Sequence[int],
+    *,
+    process_id: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> dict[int, dict[str, Any]]:
+    """Messages by id, with their session name, as dicts keyed by id; with a process or time
+    filter (see :func:`filter_clauses`), only those that pass it."""
     out: dict[int, dict[str, Any]] = {}
     ids = list(ids)
+    clauses, params = filter_clauses(process_id, since, until)
+    where = " AND ".join(["", *clauses])
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         cursor = store.conn.execute(
             f"""SELECT m.id, m.role, m.content, m.name, m.created_at, m.external_id, m.entity_id,
                        m.process_id, s.name AS session, m.trust, m.uses
                 FROM messages m JOIN sessions s ON s.id = m.session_id
-                WHERE m.id IN ({",".join("?" * len(chunk))})""",
-            chunk,
+                WHERE m.id IN ({",".join("?" * len(chunk))}){where}""",
+            [*chunk, *params],
         )
         for record in dict_rows(cursor):
             out[record["id"]] = record

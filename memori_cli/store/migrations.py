@@ -1,6 +1,9 @@
 """Schema migrations: append-only, applied on open, so a fresh and an old store take one path.
 
-Never edit a migration that has shipped; add a new one below it.
+Never edit a migration that has shipped; add a new one below it. They run on memori's own
+migrator (:mod:`memori_cli.store.migrator`), which records them in sqlite-utils' table and
+format, as sqlite-utils' ``Migrations`` did when they were written (``db`` has the same
+``execute``, ``executescript`` and ``conn``).
 """
 
 from __future__ import annotations
@@ -9,13 +12,35 @@ import datetime
 import re
 from typing import Any
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+from . import connect
+from .migrator import Migrations, Script
 
 migrations = Migrations("memori")
 
 
-def _fts_secure_delete(db: Database, table: str) -> None:
+def migrate(conn: Any) -> list[str]:
+    """Bring the schema of the store behind ``conn`` up to date; the names applied.
+
+    Under one ``BEGIN IMMEDIATE``, so two processes opening a fresh store never race (the
+    migrations become savepoints inside it), and all or nothing. A store that is up to date
+    is only read: no write lock is taken, so opening it never waits on a writer.
+    """
+    if not migrations.pending(conn) and not connect.fts_needs_downgrade(conn):
+        return []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # SQLite before 3.44 cannot read FTS5 indexes written with secure-delete.
+        connect.downgrade_fts(conn)
+        applied = migrations.apply(conn)  # pending again: another process may have migrated
+        conn.execute("COMMIT")
+    except BaseException:
+        if getattr(conn, "in_transaction", False):  # a failed COMMIT may have ended it
+            conn.execute("ROLLBACK")
+        raise
+    return applied
+
+
+def _fts_secure_delete(db: Script, table: str) -> None:
     """FTS5 ``secure-delete`` on ``table`` where this SQLite has it (3.44+): a deleted row's
     tokens leave the index at once. Elsewhere forgetting merges the index instead."""
     (version,) = db.execute("SELECT sqlite_version()").fetchone()
@@ -24,7 +49,7 @@ def _fts_secure_delete(db: Database, table: str) -> None:
 
 
 @migrations(name="m001_initial")
-def m001_initial(db: Database) -> None:
+def m001_initial(db: Script) -> None:
     db.executescript(
         """
         CREATE TABLE entities (
@@ -115,7 +140,7 @@ def m001_initial(db: Database) -> None:
 
 
 @migrations(name="m002_vectors")
-def m002_vectors(db: Database) -> None:
+def m002_vectors(db: Script) -> None:
     # Which model made each message's vector. The vectors themselves live in a sqlite-vec
     # vec0 table (vec_messages) created for the model's dimension when the first one arrives.
     db.executescript(
@@ -141,7 +166,7 @@ def m002_vectors(db: Database) -> None:
 
 
 @migrations(name="m003_memories")
-def m003_memories(db: Database) -> None:
+def m003_memories(db: Script) -> None:
     # Typed memories, knowledge-graph triples and per-session summaries made by augmentation.
     # Nothing here is ever deleted by augmentation itself: a duplicate raises `count`, a
     # contradiction closes the old row (`valid_to`, `superseded_by`). Times are the source
@@ -246,7 +271,7 @@ def m003_memories(db: Database) -> None:
 
 
 @migrations(name="m004_graph")
-def m004_graph(db: Database) -> None:
+def m004_graph(db: Script) -> None:
     # Graph nodes: one per real thing per entity; every spelling that resolved to a node is an
     # alias keyed by its folded form (see store/graph.py). Edges stay the `triples` rows, now
     # pointing at their nodes. Existing triples get their nodes here.
@@ -335,12 +360,12 @@ APPLICATION_ID = 0x6D6D7269
 
 
 @migrations(name="m005_application_id")
-def m005_application_id(db: Database) -> None:
+def m005_application_id(db: Script) -> None:
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
 @migrations(name="m006_rejections")
-def m006_rejections(db: Database) -> None:
+def m006_rejections(db: Script) -> None:
     # What grounding refused to store (augment/grounding.py), per job: kept apart from the
     # jobs table, whose done rows are pruned, and deleted with the entity.
     db.executescript(
@@ -362,7 +387,7 @@ def m006_rejections(db: Database) -> None:
 
 
 @migrations(name="m007_current_indexes")
-def m007_current_indexes(db: Database) -> None:
+def m007_current_indexes(db: Script) -> None:
     # Augmentation looks up the *current* row of a slot (supersede) and the current edges of a
     # subject and predicate (merge, close a functional edge) on every job. The older indexes
     # stop at (entity, about, slot) and at subject_id, so those lookups walked the whole
@@ -379,7 +404,7 @@ def m007_current_indexes(db: Database) -> None:
 
 
 @migrations(name="m008_vector_blobs")
-def m008_vector_blobs(db: Database) -> None:
+def m008_vector_blobs(db: Script) -> None:
     # Vectors as BLOBs in ordinary tables: the store's own copy, readable and writable by any
     # SQLite connection (the stdlib sqlite3 of most Pythons cannot load sqlite-vec). Where
     # sqlite-vec loads, its vec0 tables are an index over these rows, kept in step through

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import threading
 import time
@@ -49,6 +50,25 @@ def disk_full(exc: BaseException, path: Path | None) -> bool:
     return False
 
 
+# What FTS5's unicode61 tokenizer indexes: runs of word characters.
+_TOKEN = re.compile(r"\w+")
+# bm25 column weights: messages' content, speaker name, entity id (a filter, never a score);
+# memories' content, the person they are about, entity id.
+_MESSAGE_WEIGHTS = "1.0, 0.5, 0.0"
+_MEMORY_WEIGHTS = "1.0, 0.3, 0.0"
+
+
+def fts5_match(terms: list[str]) -> str:
+    """An FTS5 MATCH expression OR-ing ``terms`` as quoted literals (a word's own quotes
+    doubled), so no word is ever read as query syntax (``AND``, ``NOT``, ``col:``, ``*``)."""
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+def _several_entities(conn: Any) -> bool:
+    (count,) = conn.execute("SELECT count(*) FROM (SELECT 1 FROM entities LIMIT 2)").fetchone()
+    return bool(count > 1)
+
+
 class SqliteBackend:
     """The SQLite engine (see the module docstring). Stateless: one instance serves all."""
 
@@ -67,19 +87,8 @@ class SqliteBackend:
         connect.configure(conn, read_only=read_only)
 
     def migrate(self, conn: Any) -> None:
-        # Under BEGIN IMMEDIATE so two processes opening a fresh store never race; the
-        # migrations' own transactions become savepoints inside it.
-        self.begin(conn)
-        try:
-            # SQLite before 3.44 cannot read FTS5 indexes written with secure-delete.
-            connect.downgrade_fts(conn)
-            import sqlite_utils
-
-            migrations.migrations.apply(sqlite_utils.Database(conn))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        # One BEGIN IMMEDIATE for all pending migrations; an up-to-date store is only read.
+        migrations.migrate(conn)
 
     # -- transactions ----------------------------------------------------------------------
     def begin(self, conn: Any, *, entity: str | None = None) -> None:
@@ -100,6 +109,61 @@ class SqliteBackend:
 
     def is_transient(self, exc: BaseException) -> bool:
         return connect.is_transient(exc)
+
+    # -- search ----------------------------------------------------------------------------
+    def lexical_messages(
+        self,
+        conn: Any,
+        terms: list[str],
+        *,
+        entity_id: str,
+        where: list[str],
+        params: list[Any],
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        # Words match what was said and who said it, never the indexed entity id.
+        expression = f"{{content name}} : ({fts5_match(terms)})"
+        if _TOKEN.search(entity_id.replace("_", " ")) and _several_entities(conn):
+            # Narrow to the entity inside FTS5; the join below still decides (ids that
+            # tokenize alike, such as "d'or" and "d-or", share these postings). With one
+            # entity in the store this would only add work.
+            escaped = entity_id.replace('"', '""')
+            expression = f'entity_id : "{escaped}" AND {expression}'
+        conditions = " AND ".join(["messages_fts MATCH ?", "m.entity_id = ?", *where])
+        cursor = conn.execute(
+            f"""SELECT m.id, m.role, m.content, m.name, m.created_at, m.external_id,
+                       m.entity_id, m.process_id, s.name AS session, m.trust, m.uses,
+                       -bm25(messages_fts, {_MESSAGE_WEIGHTS}) AS score
+                FROM messages_fts
+                JOIN messages m ON m.id = messages_fts.rowid
+                JOIN sessions s ON s.id = m.session_id
+                WHERE {conditions}
+                ORDER BY bm25(messages_fts, {_MESSAGE_WEIGHTS})
+                LIMIT ?""",
+            [expression, entity_id, *params, limit],
+        )
+        columns = [d[0] for d in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor]
+
+    def lexical_memories(
+        self,
+        conn: Any,
+        terms: list[str],
+        *,
+        entity_id: str,
+        where: list[str],
+        params: list[Any],
+        limit: int,
+    ) -> list[tuple[int, float]]:
+        conditions = " AND ".join(["memories_fts MATCH ?", "m.entity_id = ?", *where])
+        rows = conn.execute(
+            f"""SELECT m.id, -bm25(memories_fts, {_MEMORY_WEIGHTS}) AS score
+                FROM memories_fts JOIN memories m ON m.id = memories_fts.rowid
+                WHERE {conditions}
+                ORDER BY bm25(memories_fts, {_MEMORY_WEIGHTS}) LIMIT ?""",
+            [fts5_match(terms), entity_id, *params, limit],
+        ).fetchall()
+        return [(int(i), float(s)) for i, s in rows]
 
     # -- bulk writes -----------------------------------------------------------------------
     def insert_messages(self, tx: Any, rows: list[tuple[Any, ...]]) -> list[tuple[int, str, int]]:

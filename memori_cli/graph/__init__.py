@@ -4,6 +4,10 @@ Exports: ``json`` (nodes and edges with provenance), ``dot`` (Graphviz), ``merma
 ``graphml``, and ``mcp``: the JSONL of the reference MCP memory server (lines
 ``{"type": "entity", "name", "entityType", "observations"}`` and
 ``{"type": "relation", "from", "to", "relationType"}``), which :meth:`Graph.import_mcp` reads.
+
+The package: this facade and the formats; :mod:`.keys` (when two spellings name one node) and
+:mod:`.resolve` (which node a name is, made if there is none). The SQL is the store's
+(:mod:`memori_cli.store.graph`).
 """
 
 from __future__ import annotations
@@ -14,22 +18,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape as xml_escape
 
-from .attribution import validate_id
-from .errors import MemoriError
-from .importers.reader import loads
-from .redact import redact, redact_id
-from .store import graph as store_graph
-from .store import memories as store_memories
+from .. import dates
+from ..attribution import validate_id
+from ..errors import GraphError as GraphError  # re-exported: graph.GraphError
+from ..importers.reader import loads
+from ..redact import redact, redact_id
+from ..store import graph as store_graph
+from ..store import memories as store_memories
+from .keys import node_key as node_key  # re-exported: graph.node_key
+from .resolve import add_edge, add_node, find_node
 
 if TYPE_CHECKING:
-    from .host import Host
+    from ..host import Host
 
 FORMATS = ("json", "dot", "mermaid", "graphml", "mcp")
 MCP_EXTRACTOR = "import:mcp"
-
-
-class GraphError(MemoriError):
-    """A graph operation could not be done (unknown node, bad import line)."""
 
 
 class Graph:
@@ -47,7 +50,7 @@ class Graph:
     def node(self, name: str, *, entity_id: str | None = None) -> dict[str, Any]:
         """The node called ``name`` (or an alias, or ``#ID``); GraphError if there is none."""
         entity = self._entity(entity_id)
-        found = store_graph.find_node(self._mem.store, entity, name)
+        found = find_node(self._mem.store, entity, name)
         if found is None:
             raise GraphError(f"no node {name!r} in the graph of entity {entity!r}")
         return found
@@ -55,8 +58,10 @@ class Graph:
     def nodes(
         self, *, entity_id: str | None = None, as_of: str | None = None, limit: int = 1_000_000
     ) -> list[dict[str, Any]]:
-        """Nodes with type, aliases and degree, most connected first."""
-        return store_graph.nodes(self._mem.store, self._entity(entity_id), as_of=as_of, limit=limit)
+        """Nodes with type, aliases and degree, most connected first (``as_of``: a time as
+        :meth:`Memori.recall` takes it, else :class:`InvalidQueryError`)."""
+        when = dates.moment(as_of, "as_of")
+        return store_graph.nodes(self._mem.store, self._entity(entity_id), as_of=when, limit=limit)
 
     def edges(
         self,
@@ -68,8 +73,8 @@ class Graph:
     ) -> list[dict[str, Any]]:
         """Edges (current, at ``as_of``, or all with ``history``), with source message ids."""
         return store_graph.edges(
-            self._mem.store, self._entity(entity_id), node_ids=node_ids, as_of=as_of,
-            history=history,
+            self._mem.store, self._entity(entity_id), node_ids=node_ids,
+            as_of=dates.moment(as_of, "as_of"), history=history,
         )  # fmt: skip
 
     def neighbourhood(
@@ -82,6 +87,7 @@ class Graph:
         history: bool = False,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The node called ``name`` and the edges within ``depth`` hops of it."""
+        as_of = dates.moment(as_of, "as_of")
         centre = self.node(name, entity_id=entity_id)
         reached, found = {centre["id"]}, {}
         frontier = {centre["id"]}
@@ -169,7 +175,7 @@ class Graph:
                         ):
                             raise ValueError("field 'observations': expected a list of text")
                         types[name] = node_type
-                        report["nodes"] += store_graph.add_node(store, entity, name, node_type)
+                        report["nodes"] += add_node(store, entity, name, node_type)
                         report["observations"] += len(
                             self._observe(entity, name, [redact(o) for o in observations])
                         )
@@ -185,7 +191,7 @@ class Graph:
                 except (ValueError, AttributeError) as exc:
                     report["errors"].append(f"{path}:{number}: {exc}")
         for _, record in relations:
-            report["edges"] += store_graph.add_edge(
+            report["edges"] += add_edge(
                 store, entity, (record["from"], types.get(record["from"], "thing")),
                 record["relationType"], (record["to"], types.get(record["to"], "thing")),
                 extractor=MCP_EXTRACTOR,
@@ -203,7 +209,7 @@ class Graph:
         name, node_type = redact_id(name.strip()), redact(node_type.strip()) or "thing"
         if not name:
             raise GraphError("an entity needs a non-empty name")
-        made = bool(store_graph.add_node(self._mem.store, entity, name, node_type))
+        made = bool(add_node(self._mem.store, entity, name, node_type))
         added = self._observe(entity, name, [redact(o) for o in observations])
         return {"name": name, "created": made, "observations": added}
 
@@ -235,7 +241,7 @@ class Graph:
         predicate = redact(predicate.strip())
         if not predicate:
             raise GraphError("a relation needs a non-empty relationType")
-        return bool(store_graph.add_edge(
+        return bool(add_edge(
             self._mem.store, entity, (ends[0]["name"], ends[0]["type"]), predicate,
             (ends[1]["name"], ends[1]["type"]), extractor=MCP_EXTRACTOR,
         ))  # fmt: skip
