@@ -8,7 +8,9 @@ seam, :class:`memori_cli.capture.CaptureSink`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from .parts import Memory
 
 if TYPE_CHECKING:
     from .attribution import Attribution
@@ -35,6 +37,6 @@ class Host(Protocol):
         """The entity's best hits for ``query``."""
         ...
 
-    def memories(self, entity_id: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
+    def memories(self, entity_id: str | None = None, *, limit: int = 100) -> list[Memory]:
         """The entity's current memories, newest first."""
         ...

@@ -42,7 +42,7 @@ from .errors import (
 from .graph import Graph
 from .importers.formats import RecordError
 from .importers.normalize import Defaults, Occurrences, normalize
-from .parts import KINDS
+from .parts import KINDS, EntityInfo, JobInfo, Memory, Session
 from .recall import RecallHit
 from .redact import redact, redact_id
 from .store import Store, connect, jobs, vectors
@@ -457,7 +457,7 @@ class Memori:
         as_of: dates.Moment | None = None,
         history: bool = False,
         limit: int = 100,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Memory]:
         """The entity's memories, newest first: current ones, those true at ``as_of`` (a time
         as :meth:`recall` takes it; else :class:`InvalidQueryError`), or with ``history``
         every one ever made (superseded ones too)."""
@@ -475,16 +475,14 @@ class Memori:
             return self.current.entity_id
         return validate_id(entity_id, "entity_id")
 
-    def memory(self, memory_id: int, *, entity_id: str | None = None) -> dict[str, Any] | None:
+    def memory(self, memory_id: int, *, entity_id: str | None = None) -> Memory | None:
         """One of the entity's memories (current attribution by default) with its sources,
         or None: another entity's memory is not there for this one."""
         return store_memories.get_memories(
             self.store, [memory_id], entity_id=self._entity(entity_id)
         ).get(int(memory_id))
 
-    def memory_history(
-        self, memory_id: int, *, entity_id: str | None = None
-    ) -> list[dict[str, Any]]:
+    def memory_history(self, memory_id: int, *, entity_id: str | None = None) -> list[Memory]:
         """Every memory that held the same slot about the same person, oldest first; empty
         if the memory is not the entity's (current attribution by default)."""
         return store_memories.history(self.store, memory_id, entity_id=self._entity(entity_id))
@@ -531,7 +529,7 @@ class Memori:
 
     def correct_memory(
         self, memory_id: int, content: str, *, entity_id: str | None = None
-    ) -> dict[str, Any] | None:
+    ) -> Memory | None:
         """Replace one of the entity's current memories (current attribution by default) with
         ``content``: the new memory supersedes it (same kind, person and slot), the old one
         stays in :meth:`memory_history`. Returns the new memory (the same one if it says
@@ -543,7 +541,7 @@ class Memori:
         )  # fmt: skip
         return None if new_id is None else self.memory(new_id, entity_id=entity_id)
 
-    def jobs(self, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    def jobs(self, *, status: str | None = None, limit: int = 50) -> list[JobInfo]:
         """Augmentation jobs, newest first (all but done ones, or of one ``status``)."""
         return jobs.list_jobs(self.store, status=status, limit=limit)
 
@@ -556,13 +554,13 @@ class Memori:
         """Requeue failed jobs (all, or those listed); returns how many."""
         return jobs.retry_failed(self.store, job_ids)
 
-    def sessions(self, entity_id: str | None = None) -> list[dict[str, Any]]:
+    def sessions(self, entity_id: str | None = None) -> list[Session]:
         """Sessions with message counts, of one entity or of all."""
         if entity_id is not None:
             validate_id(entity_id, "entity_id")
         return store_messages.list_sessions(self.store, entity_id)
 
-    def entities(self) -> list[dict[str, Any]]:
+    def entities(self) -> list[EntityInfo]:
         """Every entity in the store with counts of messages, current memories and sessions,
         and its last activity; most recently active first."""
         return store_messages.list_entities(self.store)

@@ -8,8 +8,13 @@ The store, augmentation, recall and config import these; this module imports not
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import unicodedata
+from collections.abc import Iterator, Mapping
+from typing import Any, TypeVar
+
+R = TypeVar("R", bound="Record")
 
 #: The kinds of memory, as stored.
 KINDS = ("fact", "preference", "skill", "attribute", "event")
@@ -141,3 +146,131 @@ def incomplete(text: str) -> str | None:
     if last and last.group(1).casefold() in DANGLING:
         return f"it ends on {last.group(1)!r}"
     return None
+
+
+# -- records: what the store gives back ------------------------------------------------------
+class Record(Mapping[str, Any]):
+    """A row the store gives back, as a typed value: attributes (``session.messages``),
+    :meth:`to_dict` for ``--json`` (the same keys and values as the dicts of before), and
+    read access as a mapping (``row["messages"]``, ``row.get("last")``, ``dict(row)``), so
+    code written against those dicts keeps reading it, and a record equals a dict of its
+    ``--json`` shape. Records are frozen: build a new one (``dataclasses.replace``) or
+    ``dict(row, extra=...)`` to add to one."""
+
+    __slots__ = ()
+
+    @classmethod
+    @functools.cache
+    def keys_of(cls) -> tuple[str, ...]:
+        """The record's field names, in order (its ``--json`` keys)."""
+        return tuple(field.name for field in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+    @classmethod
+    def from_row(cls: type[R], row: Mapping[str, Any]) -> R:
+        """The record of a row read as a dict keyed by column name (a field the row lacks
+        takes its default)."""
+        return cls(**{key: row[key] for key in cls.keys_of() if key in row})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` shape: every field, in order."""
+        return {key: getattr(self, key) for key in self.keys_of()}
+
+    def __eq__(self, other: object) -> bool:
+        # Equal to a record or a mapping of the same --json shape (the dicts of before).
+        if isinstance(other, Record):
+            return self.to_dict() == other.to_dict()
+        if isinstance(other, Mapping):
+            return self.to_dict() == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to dicts, so unhashable like them
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys_of():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys_of())
+
+    def __len__(self) -> int:
+        return len(self.keys_of())
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Session(Record):
+    """A thread of one entity, with its message count and time span."""
+
+    session: str
+    entity: str
+    process: str | None
+    messages: int
+    first: str | None
+    last: str | None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EntityInfo(Record):
+    """An entity (a user) with what the store holds of it."""
+
+    entity: str
+    messages: int
+    memories: int
+    sessions: int
+    last_activity: str | None
+    created_at: str
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class JobInfo(Record):
+    """An augmentation job as ``memori jobs`` lists it (``messages``: how many it covers)."""
+
+    id: int
+    kind: str
+    entity: str
+    status: str
+    attempts: int
+    error: str | None
+    output: str | None
+    created_at: str
+    updated_at: str
+    messages: int | None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Memory(Record):
+    """A typed memory as stored: what it says, about whom, how sure, and when it held.
+
+    ``sources`` (the message ids it came from) and ``source_ids`` (their external ids where
+    known) are there when the memory was read by id (``mem.memory``, ``memory_history``);
+    a listing leaves them out, of the record's ``--json`` too."""
+
+    id: int
+    entity_id: str
+    kind: str
+    content: str
+    about: str
+    slot: str | None
+    confidence: float
+    trust: float
+    extractor: str
+    count: int
+    uses: int
+    first_seen: str
+    last_seen: str
+    valid_from: str
+    valid_to: str | None
+    superseded_by: int | None
+    created_at: str
+    session: str | None
+    sources: tuple[int, ...] | None = None
+    source_ids: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        for detail in ("sources", "source_ids"):
+            if out[detail] is None:
+                del out[detail]
+            else:
+                out[detail] = list(out[detail])
+        return out

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TimeRemainingColu
 
 from ..errors import InvalidIdError, MemoriError
 from ..memori import Memori
+from ..parts import Record
 from ..store.connect import DatabaseError
 from ..store.core import MAX_ROWID
 
@@ -165,9 +166,14 @@ def escape(text: str) -> str:
     return markup_escape(visible(text))
 
 
+def _jsonable(value: Any) -> Any:
+    """A record as its ``--json`` dict; anything else JSON does not know, as text."""
+    return value.to_dict() if isinstance(value, Record) else str(value)
+
+
 def print_json(data: Any) -> None:
     """Write ``data`` as JSON to stdout (never through Rich, so it stays machine-readable)."""
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=_jsonable) + "\n")
     sys.stdout.flush()
 
 

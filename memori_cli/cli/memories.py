@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -10,6 +10,7 @@ from rich.table import Table
 from ..augment.extract import KINDS
 from ..errors import MemoriError
 from ..memori import Memori
+from ..parts import Memory
 from .common import (
     CONTEXT_SETTINGS,
     MARKUP,
@@ -47,7 +48,7 @@ def _kind(value: str | None) -> str | None:
     return value
 
 
-def memories_table(rows: list[dict[str, Any]], *, history: bool) -> Table:
+def memories_table(rows: list[Memory], *, history: bool) -> Table:
     """Memories as a table; superseded ones dimmed."""
     table = Table(expand=True)
     compact = narrow()  # a narrow terminal: the content keeps the room, "seen" goes
@@ -122,7 +123,7 @@ EntityOption = Annotated[
 ]
 
 
-def _get(ctx: typer.Context, memory_id: int, entity: str | None) -> dict[str, Any]:
+def _get(ctx: typer.Context, memory_id: int, entity: str | None) -> Memory:
     mem = state(ctx).memori()
     found = mem.memory(memory_id, entity_id=entity)
     if found is None:

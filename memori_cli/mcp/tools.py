@@ -9,7 +9,7 @@ date) are :class:`ToolError` results it reads; nothing here prints.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver.exceptions import ToolError
@@ -179,7 +179,8 @@ class MemoryTools:
     ) -> list[dict[str, Any]]:
         """List the user's current memories (extracted or stated), newest first, with id,
         kind, content, who it is about and since when it holds."""
-        return self.mem.memories(self.scope.entity_for(entity), kind=kind, limit=limit)
+        found = self.mem.memories(self.scope.entity_for(entity), kind=kind, limit=limit)
+        return [memory.to_dict() for memory in found]
 
     @reported
     def get_memory(self, id: MemoryId, entity: Entity = None) -> dict[str, Any]:
@@ -188,7 +189,7 @@ class MemoryTools:
         found = self.mem.memory(id, entity_id=who)
         if found is None:
             raise self._missing(id, who)
-        return found
+        return found.to_dict()
 
     @reported
     def memory_history(self, id: MemoryId, entity: Entity = None) -> list[dict[str, Any]]:
@@ -198,7 +199,7 @@ class MemoryTools:
         rows = self.mem.memory_history(id, entity_id=who)
         if not rows:
             raise self._missing(id, who)
-        return rows
+        return [memory.to_dict() for memory in rows]
 
     @reported
     def forget_memory(self, id: MemoryId, entity: Entity = None) -> dict[str, Any]:
@@ -226,7 +227,7 @@ class MemoryTools:
         if corrected is None:
             raise self._missing(id, who)
         # The same words again change nothing: the memory supersedes nothing then.
-        return {**corrected, "supersedes": None if corrected["id"] == id else id}
+        return {**corrected.to_dict(), "supersedes": None if corrected.id == id else id}
 
     @reported
     def graph_search(
@@ -262,7 +263,9 @@ class MemoryTools:
         nodes, augmentation jobs waiting or failed, whether the daemon runs, the models."""
         who = self.scope.entity_for(entity)
         mem = self.mem
-        counts = next(iter(store_messages.list_entities(mem.store, entity_id=who)), {})
+        counts: Mapping[str, Any] = next(
+            iter(store_messages.list_entities(mem.store, entity_id=who)), {}
+        )
         graph = mem.graph.stats(entity_id=who)
         queue = jobs.depth(mem.store, entity_id=who)
         path = mem.store.path

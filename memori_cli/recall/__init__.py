@@ -192,18 +192,19 @@ def _memory_hits(
     # A memory spans the turns it was drawn from: it is in the window if it was last seen
     # at or after ``since`` and first seen before the upper bound.
     since, before = request.since, request.before
+    ranked: dict[int, dict[str, Any]] = {}  # what ranking reads of a memory, as of a turn's
     for mid in list(fused):
         row = rows.get(mid)
         if (
             row is None
-            or (since is not None and row["last_seen"] < since)
-            or (before is not None and row["first_seen"] >= before)
+            or (since is not None and row.last_seen < since)
+            or (before is not None and row.first_seen >= before)
         ):
             fused.pop(mid)
             continue
-        row.update(created_at=row["last_seen"], name=row["about"])
+        ranked[mid] = dict(row, created_at=row.last_seen, name=row.about)
     hits = []
-    for memory_id, score, parts in rank(fused, rows, config, speakers=speakers)[: request.limit]:
+    for memory_id, score, parts in rank(fused, ranked, config, speakers=speakers)[: request.limit]:
         row = rows[memory_id]
         hits.append(
             RecallHit(

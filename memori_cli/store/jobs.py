@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
+from ..parts import JobInfo
 from .core import Store, Tx, dict_rows, is_rowid, now_iso, rowids
 
 #: A claimed job belongs to its worker for this long; long model runs renew it.
@@ -251,7 +252,7 @@ def depth(store: Store, entity_id: str | None = None) -> dict[str, int]:
     return counts
 
 
-def list_jobs(store: Store, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def list_jobs(store: Store, *, status: str | None = None, limit: int = 50) -> list[JobInfo]:
     """Jobs, newest first (of one status, or all but done)."""
     where = "status = ?" if status else "status != 'done'"
     params: list[Any] = [status] if status else []
@@ -261,7 +262,7 @@ def list_jobs(store: Store, *, status: str | None = None, limit: int = 50) -> li
             FROM jobs WHERE {where} ORDER BY id DESC LIMIT ?""",
         [*params, int(limit)],
     )
-    return dict_rows(cursor)
+    return [JobInfo(*row) for row in cursor]
 
 
 def get_job(store: Store, job_id: int) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..parts import normalise
+from ..parts import Memory, normalise
 from . import connect, jobs, vectors
 from .core import Store, dict_rows, is_rowid, now_iso, rowids, valid_at
 
@@ -216,7 +216,7 @@ def list_memories(
     as_of: str | None = None,
     history: bool = False,
     limit: int = 100,
-) -> list[dict[str, Any]]:
+) -> list[Memory]:
     """The entity's memories, newest first: current ones (or those true at ``as_of``), or
     every one ever made with ``history``."""
     clauses, params = ["m.entity_id = ?"], [entity_id]
@@ -232,12 +232,12 @@ def list_memories(
             WHERE {" AND ".join(clauses)} ORDER BY m.valid_from DESC, m.id DESC LIMIT ?""",
         [*params, int(limit)],
     )
-    return dict_rows(cursor)
+    return [Memory.from_row(row) for row in dict_rows(cursor)]
 
 
 def get_memories(
     store: Store, ids: Sequence[int], *, entity_id: str | None = None
-) -> dict[int, dict[str, Any]]:
+) -> dict[int, Memory]:
     """Memories by id (only the entity's, if ``entity_id`` is given), each with
     ``source_ids`` (external ids where known) and ``sources`` (internal message ids)."""
     ids = rowids(ids)
@@ -249,17 +249,26 @@ def get_memories(
             WHERE m.id IN ({",".join("?" * len(ids))}){scope}""",
         [*ids, *params],
     )
-    out = {row["id"]: dict(row, sources=[], source_ids=[]) for row in dict_rows(cursor)}
-    if out:
+    rows = {row["id"]: row for row in dict_rows(cursor)}
+    sources: dict[int, list[tuple[int, str]]] = {memory_id: [] for memory_id in rows}
+    if rows:
         for memory_id, message_id, external in store.conn.execute(
             f"""SELECT ms.memory_id, ms.message_id, m.external_id FROM memory_sources ms
                 JOIN messages m ON m.id = ms.message_id
-                WHERE ms.memory_id IN ({",".join("?" * len(out))}) ORDER BY ms.message_id""",
-            list(out),
+                WHERE ms.memory_id IN ({",".join("?" * len(rows))}) ORDER BY ms.message_id""",
+            list(rows),
         ):
-            out[memory_id]["sources"].append(message_id)
-            out[memory_id]["source_ids"].append(external or str(message_id))
-    return out
+            sources[memory_id].append((message_id, external or str(message_id)))
+    return {
+        memory_id: Memory.from_row(
+            dict(
+                row,
+                sources=tuple(m for m, _ in sources[memory_id]),
+                source_ids=tuple(e for _, e in sources[memory_id]),
+            )
+        )
+        for memory_id, row in rows.items()
+    }
 
 
 def add_observations(
@@ -323,7 +332,7 @@ def source_messages(store: Store, ids: Sequence[int]) -> dict[int, list[tuple[st
     return out
 
 
-def history(store: Store, memory_id: int, *, entity_id: str | None = None) -> list[dict[str, Any]]:
+def history(store: Store, memory_id: int, *, entity_id: str | None = None) -> list[Memory]:
     """Every memory in the same slot about the same person (or the supersession chain),
     oldest first: what was true, and when. Empty if the memory is not the entity's."""
     if not is_rowid(int(memory_id)):
@@ -338,7 +347,7 @@ def history(store: Store, memory_id: int, *, entity_id: str | None = None) -> li
     entity_id, about, slot = row
     if slot is None:  # no slot: what it replaced and what replaced it (a correction)
         found = get_memories(store, _chain(store.conn, int(memory_id)))
-        return sorted(found.values(), key=lambda m: (m["valid_from"], m["id"]))
+        return sorted(found.values(), key=lambda m: (m.valid_from, m.id))
     ids = [
         i
         for (i,) in store.conn.execute(
@@ -347,7 +356,7 @@ def history(store: Store, memory_id: int, *, entity_id: str | None = None) -> li
         )
     ]
     found = get_memories(store, ids)
-    return sorted(found.values(), key=lambda m: (m["valid_from"], m["id"]))
+    return sorted(found.values(), key=lambda m: (m.valid_from, m.id))
 
 
 def forget_memory(store: Store, memory_id: int, *, entity_id: str | None = None) -> bool:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ForgetWarning
+from ..parts import EntityInfo, Session
 from . import connect
 from .core import Store, dict_rows, now_iso
 
@@ -117,7 +118,7 @@ def _session_id(conn: Any, entity_id: str, name: str, process_id: str | None, no
     return int(sid)
 
 
-def list_sessions(store: Store, entity_id: str | None = None) -> list[dict[str, Any]]:
+def list_sessions(store: Store, entity_id: str | None = None) -> list[Session]:
     """Sessions (of one entity, or all) with message counts and first/last message times."""
     sql = """
         SELECT s.name AS session, s.entity_id AS entity, s.process_id AS process,
@@ -130,8 +131,7 @@ def list_sessions(store: Store, entity_id: str | None = None) -> list[dict[str, 
         rows = store.conn.execute(sql.format(where=""))
     else:
         rows = store.conn.execute(sql.format(where="WHERE s.entity_id = ?"), (entity_id,))
-    keys = ("session", "entity", "process", "messages", "first", "last")
-    return [dict(zip(keys, row, strict=False)) for row in rows]
+    return [Session(*row) for row in rows]
 
 
 def counts(store: Store) -> dict[str, int]:
@@ -149,7 +149,7 @@ def counts(store: Store) -> dict[str, int]:
     return out
 
 
-def list_entities(store: Store, entity_id: str | None = None) -> list[dict[str, Any]]:
+def list_entities(store: Store, entity_id: str | None = None) -> list[EntityInfo]:
     """Every entity (or only ``entity_id``) with its message, current-memory and session
     counts and its last activity (newest message time), most recently active first."""
     where, args = ("WHERE e.id = ?", (entity_id,)) if entity_id is not None else ("", ())
@@ -165,10 +165,8 @@ def list_entities(store: Store, entity_id: str | None = None) -> list[dict[str, 
         + where,
         args,
     ).fetchall()
-    keys = ("entity", "messages", "memories", "sessions", "last_activity", "created_at")
-    out = [dict(zip(keys, row, strict=True)) for row in rows]
-    out.sort(key=lambda r: r["entity"])
-    out.sort(key=lambda r: r["last_activity"] or r["created_at"] or "", reverse=True)
+    out = sorted((EntityInfo(*row) for row in rows), key=lambda r: r.entity)
+    out.sort(key=lambda r: r.last_activity or r.created_at or "", reverse=True)
     return out
 
 
