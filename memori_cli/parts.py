@@ -263,14 +263,46 @@ class Memory(Record):
     superseded_by: int | None
     created_at: str
     session: str | None
-    sources: tuple[int, ...] | None = None
-    source_ids: tuple[str, ...] | None = None
+    sources: list[int] | None = None
+    source_ids: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         for detail in ("sources", "source_ids"):
             if out[detail] is None:
                 del out[detail]
-            else:
-                out[detail] = list(out[detail])
         return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Node(Record):
+    """A knowledge-graph node: one real thing in an entity's graph, with the other names it
+    goes by and how many edges touch it (valid now, or at the time asked)."""
+
+    id: int
+    name: str
+    type: str
+    created_at: str
+    degree: int
+    aliases: list[str]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Edge(Record):
+    """A knowledge-graph edge (a triple), its validity, and the messages it was drawn from
+    (``sources``: external ids where known, else message ids as text)."""
+
+    id: int
+    subject_id: int
+    subject: str
+    predicate: str
+    object_id: int
+    object: str
+    count: int
+    first_seen: str
+    last_seen: str
+    valid_from: str
+    valid_to: str | None
+    superseded_by: int | None
+    extractor: str
+    sources: list[str]

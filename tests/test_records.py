@@ -8,7 +8,7 @@ import json
 import pytest
 
 from memori_cli import Memori
-from memori_cli.parts import EntityInfo, JobInfo, Memory, Record, Session
+from memori_cli.parts import Edge, EntityInfo, JobInfo, Memory, Node, Record, Session
 
 MEMORY_KEYS = [
     "id", "entity_id", "kind", "content", "about", "slot", "confidence", "trust",
@@ -31,6 +31,10 @@ def test_the_library_gives_records(stocked: Memori) -> None:
     assert all(isinstance(s, Session) for s in stocked.sessions("maya"))
     assert all(isinstance(e, EntityInfo) for e in stocked.entities())
     assert all(isinstance(j, JobInfo) for j in stocked.jobs(status="done"))
+    nodes, edges = stocked.graph.nodes(entity_id="maya"), stocked.graph.edges(entity_id="maya")
+    assert nodes and all(isinstance(n, Node) for n in nodes)
+    assert edges and all(isinstance(e, Edge) for e in edges)
+    assert edges[0]["sources"] == edges[0].sources and isinstance(nodes[0].aliases, list)
     first = memories[0]
     assert first.content == first["content"] and first.get("nope", 7) == 7
     with pytest.raises(KeyError):
@@ -45,12 +49,14 @@ def test_a_listed_memory_has_no_sources_one_read_by_id_has_them(stocked: Memori)
     one = stocked.memory(listed.id, entity_id="maya")
     assert one is not None
     assert list(one.to_dict()) == [*MEMORY_KEYS, "sources", "source_ids"]
-    assert one.sources and one.to_dict()["sources"] == list(one.sources)
+    assert one.sources and one.to_dict()["sources"] == one.sources == one["sources"]
     assert json.loads(json.dumps(one.to_dict()))["source_ids"] == list(one.source_ids or ())
 
 
 def test_a_record_equals_the_dict_of_its_json_shape(stocked: Memori) -> None:
-    for record in [*stocked.memories("maya"), *stocked.sessions(), *stocked.entities()]:
+    graph = stocked.graph
+    every = [*stocked.memories("maya"), *stocked.sessions(), *stocked.entities()]
+    for record in [*every, *graph.nodes(entity_id="maya"), *graph.edges(entity_id="maya")]:
         assert isinstance(record, Record)
         shape = record.to_dict()
         assert record == shape and shape == record and dict(record) == {**record}

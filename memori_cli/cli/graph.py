@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -81,8 +82,10 @@ def show_command(
     print_unwrapped(_tree(roots, edges, depth if node is not None else 1, more))
 
 
-def _tree(roots: list[dict[str, Any]], edges: list[dict[str, Any]], depth: int, more: int) -> Tree:
-    by_node: dict[int, list[dict[str, Any]]] = defaultdict(list)
+def _tree(
+    roots: Sequence[Mapping[str, Any]], edges: Sequence[Mapping[str, Any]], depth: int, more: int
+) -> Tree:
+    by_node: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
     for edge in edges:
         by_node[edge["subject_id"]].append(edge)
         if edge["object_id"] != edge["subject_id"]:
@@ -91,7 +94,7 @@ def _tree(roots: list[dict[str, Any]], edges: list[dict[str, Any]], depth: int, 
     shown: set[int] = set()  # each edge once: under the first node that reaches it
 
     def grow(branch: Tree, node_id: int, level: int, seen: set[int]) -> None:
-        groups: dict[str, list[tuple[dict[str, Any], bool]]] = defaultdict(list)
+        groups: dict[str, list[tuple[Mapping[str, Any], bool]]] = defaultdict(list)
         for edge in by_node.get(node_id, []):
             if edge["id"] in shown:
                 continue

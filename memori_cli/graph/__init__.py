@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape as xml_escape
@@ -22,6 +23,7 @@ from .. import dates
 from ..attribution import validate_id
 from ..errors import GraphError as GraphError  # re-exported: graph.GraphError
 from ..importers.reader import loads
+from ..parts import Edge, Node, Record
 from ..redact import redact, redact_id
 from ..store import graph as store_graph
 from ..store import memories as store_memories
@@ -47,7 +49,7 @@ class Graph:
             return self._mem.current.entity_id
         return validate_id(entity_id, "entity_id")
 
-    def node(self, name: str, *, entity_id: str | None = None) -> dict[str, Any]:
+    def node(self, name: str, *, entity_id: str | None = None) -> Node:
         """The node called ``name`` (or an alias, or ``#ID``); GraphError if there is none."""
         entity = self._entity(entity_id)
         found = find_node(self._mem.store, entity, name)
@@ -57,7 +59,7 @@ class Graph:
 
     def nodes(
         self, *, entity_id: str | None = None, as_of: str | None = None, limit: int = 1_000_000
-    ) -> list[dict[str, Any]]:
+    ) -> list[Node]:
         """Nodes with type, aliases and degree, most connected first (``as_of``: a time as
         :meth:`Memori.recall` takes it, else :class:`InvalidQueryError`)."""
         when = dates.moment(as_of, "as_of")
@@ -70,7 +72,7 @@ class Graph:
         node_ids: list[int] | None = None,
         as_of: str | None = None,
         history: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Edge]:
         """Edges (current, at ``as_of``, or all with ``history``), with source message ids."""
         return store_graph.edges(
             self._mem.store, self._entity(entity_id), node_ids=node_ids,
@@ -85,7 +87,7 @@ class Graph:
         entity_id: str | None = None,
         as_of: str | None = None,
         history: bool = False,
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    ) -> tuple[Node, list[Edge]]:
         """The node called ``name`` and the edges within ``depth`` hops of it."""
         as_of = dates.moment(as_of, "as_of")
         centre = self.node(name, entity_id=entity_id)
@@ -107,7 +109,7 @@ class Graph:
         """Counts of nodes, aliases, edges (current and superseded), types and predicates."""
         return store_graph.stats(self._mem.store, self._entity(entity_id))
 
-    def search(self, text: str, *, entity_id: str | None = None) -> list[dict[str, Any]]:
+    def search(self, text: str, *, entity_id: str | None = None) -> list[Node]:
         """Nodes whose name or an alias contains ``text``."""
         return store_graph.search(self._mem.store, self._entity(entity_id), text)
 
@@ -263,16 +265,21 @@ def _observations(mem: Host, entity: str) -> dict[str, list[str]]:
 
 
 # -- formats ---------------------------------------------------------------------------------
-def to_json(nodes: list[dict[str, Any]], edges: list[dict[str, Any]]) -> str:
-    """Nodes and edges as one JSON document."""
-    return json.dumps({"nodes": nodes, "edges": edges}, indent=2, ensure_ascii=False) + "\n"
+def to_json(nodes: Sequence[Mapping[str, Any]], edges: Sequence[Mapping[str, Any]]) -> str:
+    """Nodes and edges as one JSON document (each in its ``--json`` shape)."""
+    document = {"nodes": [_plain(n) for n in nodes], "edges": [_plain(e) for e in edges]}
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def _plain(row: Mapping[str, Any]) -> dict[str, Any]:
+    return row.to_dict() if isinstance(row, Record) else dict(row)
 
 
 def _dot_id(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
 
 
-def to_dot(nodes: list[dict[str, Any]], edges: list[dict[str, Any]]) -> str:
+def to_dot(nodes: Sequence[Mapping[str, Any]], edges: Sequence[Mapping[str, Any]]) -> str:
     """Graphviz DOT."""
     lines = ["digraph memori {", "  rankdir=LR;", "  node [shape=box, style=rounded];"]
     for node in nodes:
@@ -289,7 +296,7 @@ def _mermaid_text(text: str) -> str:
     return " ".join(text.replace('"', "#quot;").split())
 
 
-def to_mermaid(nodes: list[dict[str, Any]], edges: list[dict[str, Any]]) -> str:
+def to_mermaid(nodes: Sequence[Mapping[str, Any]], edges: Sequence[Mapping[str, Any]]) -> str:
     """A Mermaid flowchart."""
     lines = ["flowchart LR"]
     for node in nodes:
@@ -300,7 +307,7 @@ def to_mermaid(nodes: list[dict[str, Any]], edges: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_graphml(nodes: list[dict[str, Any]], edges: list[dict[str, Any]]) -> str:
+def to_graphml(nodes: Sequence[Mapping[str, Any]], edges: Sequence[Mapping[str, Any]]) -> str:
     """GraphML (XML) with name, type, predicate, count and validity as data keys."""
     keys = [("name", "node"), ("type", "node"), ("predicate", "edge"), ("count", "edge"),
             ("valid_from", "edge"), ("sources", "edge")]  # fmt: skip
@@ -329,7 +336,9 @@ def to_graphml(nodes: list[dict[str, Any]], edges: list[dict[str, Any]]) -> str:
 
 
 def to_mcp(
-    nodes: list[dict[str, Any]], edges: list[dict[str, Any]], observations: dict[str, list[str]]
+    nodes: Sequence[Mapping[str, Any]],
+    edges: Sequence[Mapping[str, Any]],
+    observations: dict[str, list[str]],
 ) -> str:
     """The MCP memory server's JSONL: one entity line per node, one relation line per edge."""
     lines = [

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..parts import Node
 from ..store import Store
 from ..store import graph as store_graph
 from ..store.core import now_iso
@@ -70,7 +71,7 @@ def unknown_names(store: Store, entity_id: str, names: Iterable[str]) -> list[st
     ]
 
 
-def find_node(store: Store, entity_id: str, name: str) -> dict[str, Any] | None:
+def find_node(store: Store, entity_id: str, name: str) -> Node | None:
     """The node called ``name`` (any alias, or ``#ID``) in the entity's graph."""
     if _NODE_ID.fullmatch(name.strip()):
         return store_graph.node_by_id(store, entity_id, int(name.strip()[1:]))

@@ -239,7 +239,8 @@ class MemoryTools:
     ) -> list[dict[str, Any]]:
         """Find people, places, organisations and things in the user's knowledge graph by
         name or alias; each node with its type, aliases and number of edges."""
-        return self.mem.graph.search(text, entity_id=self.scope.entity_for(entity))
+        found = self.mem.graph.search(text, entity_id=self.scope.entity_for(entity))
+        return [node.to_dict() for node in found]
 
     @reported
     def graph_neighbourhood(
@@ -255,7 +256,7 @@ class MemoryTools:
         centre, edges = self.mem.graph.neighbourhood(
             name, depth=depth, entity_id=self.scope.entity_for(entity)
         )
-        return {"nodes": [centre], "edges": edges}
+        return {"nodes": [centre.to_dict()], "edges": [edge.to_dict() for edge in edges]}
 
     @reported
     def status(self, entity: Entity = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import json
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
+from ..parts import Edge, Node
 from .core import Store, dict_rows, is_rowid, now_iso, valid_at
 from .memories import Source
 
@@ -135,7 +136,7 @@ def close_other_edges(
 
 
 # -- reading ---------------------------------------------------------------------------------
-def node_by_id(store: Store, entity_id: str, node_id: int) -> dict[str, Any] | None:
+def node_by_id(store: Store, entity_id: str, node_id: int) -> Node | None:
     """Node ``node_id`` of the entity's graph (see :func:`nodes`), or None."""
     if not is_rowid(int(node_id)):
         return None
@@ -143,7 +144,7 @@ def node_by_id(store: Store, entity_id: str, node_id: int) -> dict[str, Any] | N
     return found[0] if found else None
 
 
-def node_by_key(store: Store, entity_id: str, key: str) -> dict[str, Any] | None:
+def node_by_key(store: Store, entity_id: str, key: str) -> Node | None:
     """The node an alias ``key`` belongs to in the entity's graph (see :func:`nodes`), or
     None."""
     found = nodes(
@@ -161,7 +162,7 @@ def nodes(
     args: Sequence[Any] = (),
     as_of: str | None = None,
     limit: int = 1_000_000,
-) -> list[dict[str, Any]]:
+) -> list[Node]:
     """The entity's nodes with aliases and degree (edges valid now or at ``as_of``), highest
     degree first."""
     valid, valid_args = valid_at(as_of, "t")
@@ -175,10 +176,10 @@ def nodes(
             ORDER BY degree DESC, n.name LIMIT ?""",
         [*valid_args, entity_id, *args, int(limit)],
     )
-    out = dict_rows(cursor)
-    for row in out:
-        row["aliases"] = sorted(set(json.loads(row["aliases"])))
-    return out
+    return [
+        Node.from_row(dict(row, aliases=sorted(set(json.loads(row["aliases"])))))
+        for row in dict_rows(cursor)
+    ]
 
 
 def edges(
@@ -188,7 +189,7 @@ def edges(
     node_ids: Iterable[int] | None = None,
     as_of: str | None = None,
     history: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[Edge]:
     """The entity's edges (touching ``node_ids`` if given): valid now, at ``as_of``, or every
     one with ``history``; each with ``sources`` (message ids, external where known)."""
     valid, args = ("1", []) if history else valid_at(as_of, "t")
@@ -209,10 +210,9 @@ def edges(
             ORDER BY s.name, t.predicate, t.valid_from, t.id""",
         [entity_id, *args],
     )
-    out = dict_rows(cursor)
-    for row in out:
-        row["sources"] = json.loads(row["sources"])
-    return out
+    return [
+        Edge.from_row(dict(row, sources=json.loads(row["sources"]))) for row in dict_rows(cursor)
+    ]
 
 
 def stats(store: Store, entity_id: str) -> dict[str, Any]:
@@ -240,7 +240,7 @@ def stats(store: Store, entity_id: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def search(store: Store, entity_id: str, text: str, limit: int = 50) -> list[dict[str, Any]]:
+def search(store: Store, entity_id: str, text: str, limit: int = 50) -> list[Node]:
     """Nodes whose name or an alias contains ``text`` (literally, any case)."""
     pattern = (
         "%" + text.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

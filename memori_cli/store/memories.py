@@ -263,8 +263,8 @@ def get_memories(
         memory_id: Memory.from_row(
             dict(
                 row,
-                sources=tuple(m for m, _ in sources[memory_id]),
-                source_ids=tuple(e for _, e in sources[memory_id]),
+                sources=[m for m, _ in sources[memory_id]],
+                source_ids=[e for _, e in sources[memory_id]],
             )
         )
         for memory_id, row in rows.items()
