@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from ..parts import Edge, Node
-from .core import Store, dict_rows, is_rowid, now_iso, valid_at
+from .core import Store, Tx, dict_rows, is_rowid, now_iso, valid_at
 from .memories import Source
 
 _EDGE_COLUMNS = """t.id, t.subject_id, s.name AS subject, t.predicate, t.object_id,
@@ -42,9 +42,9 @@ def node_vectors(conn: Any, entity_id: str, node_type: str) -> list[tuple[int, b
     return [(int(i), bytes(blob)) for i, blob in rows]
 
 
-def insert_node(conn: Any, entity_id: str, name: str, node_type: str, vector: bytes | None) -> int:
+def insert_node(tx: Tx, entity_id: str, name: str, node_type: str, vector: bytes | None) -> int:
     """Add a node called ``name`` (with its name vector's bytes, if any); its id."""
-    (node_id,) = conn.execute(
+    (node_id,) = tx.execute(
         """INSERT INTO graph_nodes (entity_id, name, type, vector, created_at)
            VALUES (?, ?, ?, ?, ?) RETURNING id""",
         (entity_id, name, node_type, vector, now_iso()),
@@ -52,9 +52,9 @@ def insert_node(conn: Any, entity_id: str, name: str, node_type: str, vector: by
     return int(node_id)
 
 
-def add_alias(conn: Any, entity_id: str, key: str, node_id: int, alias: str) -> None:
+def add_alias(tx: Tx, entity_id: str, key: str, node_id: int, alias: str) -> None:
     """Record that ``alias`` (whose resolution key is ``key``) names node ``node_id``."""
-    conn.execute(
+    tx.execute(
         "INSERT INTO graph_aliases (entity_id, key, node_id, alias) VALUES (?, ?, ?, ?)",
         (entity_id, key, node_id, alias),
     )
@@ -74,7 +74,7 @@ def find_edge(
 
 
 def insert_edge(
-    conn: Any,
+    tx: Tx,
     entity_id: str,
     subject: tuple[str, str],
     predicate: str,
@@ -89,7 +89,7 @@ def insert_edge(
 ) -> int:
     """Add a current edge between (name, type) ``subject`` and ``obj`` (nodes ``subject_id``
     and ``object_id``), first and last seen and valid from ``when``; its id."""
-    (edge_id,) = conn.execute(
+    (edge_id,) = tx.execute(
         """INSERT INTO triples (entity_id, subject, subject_type, predicate, object, object_type,
                confidence, extractor, first_seen, last_seen, valid_from, created_at,
                subject_id, object_id)
@@ -100,12 +100,12 @@ def insert_edge(
     return int(edge_id)
 
 
-def add_edge_sources(conn: Any, edge_id: int, sources: Iterable[Source]) -> int:
+def add_edge_sources(tx: Tx, edge_id: int, sources: Iterable[Source]) -> int:
     """Link edge ``edge_id`` to its source messages; how many links are new (a source seen
     before does not count twice, so re-runs change nothing)."""
     added = 0
     for message_id, _, _ in sources:
-        cursor = conn.execute(
+        cursor = tx.execute(
             "INSERT INTO triple_sources VALUES (?, ?) ON CONFLICT DO NOTHING",
             (edge_id, message_id),
         )
@@ -113,21 +113,21 @@ def add_edge_sources(conn: Any, edge_id: int, sources: Iterable[Source]) -> int:
     return added
 
 
-def add_edge_sighting(conn: Any, edge_id: int, sources: Iterable[Source], when: str) -> None:
+def add_edge_sighting(tx: Tx, edge_id: int, sources: Iterable[Source], when: str) -> None:
     """One more sighting of edge ``edge_id``: its new sources counted, ``last_seen`` widened."""
-    added = add_edge_sources(conn, edge_id, sources)
-    conn.execute(
+    added = add_edge_sources(tx, edge_id, sources)
+    tx.execute(
         "UPDATE triples SET count = count + ?, last_seen = max(last_seen, ?) WHERE id = ?",
         (added, when, edge_id),
     )
 
 
 def close_other_edges(
-    conn: Any, entity_id: str, subject_id: int, predicate: str, edge_id: int, when: str
+    tx: Tx, entity_id: str, subject_id: int, predicate: str, edge_id: int, when: str
 ) -> None:
     """Close the subject's other current edges of ``predicate`` valid from ``when`` or
     before: edge ``edge_id`` supersedes them at ``when``."""
-    conn.execute(
+    tx.execute(
         """UPDATE triples SET valid_to = ?, superseded_by = ?
            WHERE entity_id = ? AND subject_id = ? AND predicate = ?
                AND valid_to IS NULL AND id != ? AND valid_from <= ?""",

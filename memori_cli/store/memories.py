@@ -16,7 +16,7 @@ import numpy as np
 
 from ..parts import Memory, normalise
 from . import connect, jobs, vectors
-from .core import Store, dict_rows, is_rowid, now_iso, rowids, valid_at
+from .core import Store, Tx, dict_rows, is_rowid, now_iso, rowids, valid_at
 
 _COLUMNS = """m.id, m.entity_id, m.kind, m.content, m.about, m.slot, m.confidence, m.trust,
     m.extractor, m.count, m.uses, m.first_seen, m.last_seen, m.valid_from, m.valid_to,
@@ -51,9 +51,9 @@ Source = tuple[int, str, float]
 
 
 # -- writing primitives (inside the caller's write transaction) ----------------------------
-def ensure_entity(conn: Any, entity_id: str, when: str) -> None:
+def ensure_entity(tx: Tx, entity_id: str, when: str) -> None:
     """Make sure the entity has its row (inside the caller's write transaction)."""
-    conn.execute(
+    tx.execute(
         "INSERT INTO entities (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
         (entity_id, when),
     )
@@ -72,12 +72,12 @@ def sources(conn: Any, entity_id: str, ids: Sequence[int]) -> dict[int, Source]:
     return {int(i): (int(i), str(c), float(t)) for i, c, t in rows}
 
 
-def add_sources(conn: Any, memory_id: int, sources: Iterable[Source]) -> int:
+def add_sources(tx: Tx, memory_id: int, sources: Iterable[Source]) -> int:
     """Link memory ``memory_id`` to its source messages; how many links are new (a source
     seen before does not count twice, so re-runs change nothing)."""
     added = 0
     for message_id, _, _ in sources:
-        cursor = conn.execute(
+        cursor = tx.execute(
             "INSERT INTO memory_sources VALUES (?, ?) ON CONFLICT DO NOTHING",
             (memory_id, message_id),
         )
@@ -116,13 +116,11 @@ def current_memory(conn: Any, entity_id: str, memory_id: int) -> tuple[Any, ...]
     return None if row is None else tuple(row)
 
 
-def add_sighting(
-    conn: Any, memory_id: int, sources: Iterable[Source], first: str, when: str
-) -> None:
+def add_sighting(tx: Tx, memory_id: int, sources: Iterable[Source], first: str, when: str) -> None:
     """One more sighting of memory ``memory_id``: its new sources counted, first and last
     seen widened to ``first`` and ``when``."""
-    added = add_sources(conn, memory_id, sources)
-    conn.execute(
+    added = add_sources(tx, memory_id, sources)
+    tx.execute(
         """UPDATE memories SET count = count + ?, first_seen = min(first_seen, ?),
                last_seen = max(last_seen, ?) WHERE id = ?""",
         (added, first, when, memory_id),
@@ -130,7 +128,7 @@ def add_sighting(
 
 
 def insert_memory(
-    conn: Any,
+    tx: Tx,
     entity_id: str,
     *,
     session_id: int | None,
@@ -147,7 +145,7 @@ def insert_memory(
     created_at: str,
 ) -> int:
     """Add a current memory, valid from ``last_seen``; its id."""
-    (memory_id,) = conn.execute(
+    (memory_id,) = tx.execute(
         """INSERT INTO memories (entity_id, session_id, kind, content, norm, about, slot,
                confidence, trust, extractor, first_seen, last_seen, valid_from, created_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
@@ -170,19 +168,17 @@ def slot_holder(
     return None if row is None else (int(row[0]), str(row[1]))
 
 
-def close_memory(conn: Any, memory_id: int, *, valid_to: str, superseded_by: int) -> None:
+def close_memory(tx: Tx, memory_id: int, *, valid_to: str, superseded_by: int) -> None:
     """End memory ``memory_id`` at ``valid_to``: ``superseded_by`` holds from then on."""
-    conn.execute(
+    tx.execute(
         "UPDATE memories SET valid_to = ?, superseded_by = ? WHERE id = ?",
         (valid_to, superseded_by, memory_id),
     )
 
 
-def save_summary(
-    conn: Any, job: jobs.Job, content: str, extractor: str, last_message_id: int
-) -> None:
+def save_summary(tx: Tx, job: jobs.Job, content: str, extractor: str, last_message_id: int) -> None:
     """Store the job's session summary, unless one written from later messages is there."""
-    conn.execute(
+    tx.execute(
         """INSERT INTO session_summaries
                (session_id, entity_id, content, extractor, last_message_id, updated_at)
            VALUES (?, ?, ?, ?, ?, ?)
@@ -195,12 +191,12 @@ def save_summary(
 
 
 def record_rejections(
-    conn: Any, job: jobs.Job, rejected: Sequence[tuple[str, str, str]], extractor: str
+    tx: Tx, job: jobs.Job, rejected: Sequence[tuple[str, str, str]], extractor: str
 ) -> None:
     """Replace the job's list of rejected items ((item, content, reason) each)."""
     now = now_iso()
-    conn.execute("DELETE FROM rejections WHERE job_id = ?", (job.id,))  # a re-run
-    conn.executemany(
+    tx.execute("DELETE FROM rejections WHERE job_id = ?", (job.id,))  # a re-run
+    tx.executemany(
         """INSERT INTO rejections (job_id, entity_id, item, content, reason, extractor,
                created_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
         [(job.id, job.entity_id, *r, extractor, now) for r in rejected],

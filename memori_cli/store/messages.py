@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import ForgetWarning
 from ..parts import EntityInfo, Session
 from . import connect
-from .core import Store, dict_rows, now_iso
+from .core import Store, Tx, dict_rows, now_iso
 
 ROLES = ("user", "assistant", "system", "tool")
 # What the user said outranks what an assistant said about them.
@@ -106,13 +106,13 @@ def add_messages(store: Store, batch: Sequence[NewMessage]) -> AddResult:
     return result
 
 
-def _session_id(conn: Any, entity_id: str, name: str, process_id: str | None, now: str) -> int:
-    conn.execute(
+def _session_id(tx: Tx, entity_id: str, name: str, process_id: str | None, now: str) -> int:
+    tx.execute(
         """INSERT INTO sessions (entity_id, name, process_id, created_at) VALUES (?, ?, ?, ?)
            ON CONFLICT DO NOTHING""",
         (entity_id, name, process_id, now),
     )
-    (sid,) = conn.execute(
+    (sid,) = tx.execute(
         "SELECT id FROM sessions WHERE entity_id = ? AND name = ?", (entity_id, name)
     ).fetchone()
     return int(sid)
