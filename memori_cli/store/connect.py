@@ -66,6 +66,12 @@ _VEC_HELP = (
 )
 
 
+def dict_rows(cursor: Any) -> list[dict[str, Any]]:
+    """A cursor's rows as dicts keyed by column name."""
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor]
+
+
 def connect_path(path: str) -> Any:
     """A new sqlean connection to ``path`` in autocommit mode (memori opens its own txns)."""
     return sqlean.connect(path, isolation_level=None, check_same_thread=False, timeout=30)

@@ -14,6 +14,7 @@ from .. import paths
 from ..errors import NoStoreError, ReadOnlyStoreError, StoreError, StoreFullError
 from . import connect
 from .backend import Backend, backend_for
+from .connect import dict_rows as dict_rows  # re-exported: the store's modules use it
 from .matrix import Matrices
 from .migrations import APPLICATION_ID, migrations
 from .sqlite import SQLITE_CORRUPT, SQLITE_NOTADB, error_code, free_bytes
@@ -31,12 +32,6 @@ def is_rowid(value: int) -> bool:
 def rowids(ids: Iterable[Any]) -> list[int]:
     """``ids`` as ints, without those no row can have (see :data:`MAX_ROWID`)."""
     return [i for i in map(int, ids) if is_rowid(i)]
-
-
-def dict_rows(cursor: Any) -> list[dict[str, Any]]:
-    """A cursor's rows as dicts keyed by column name."""
-    columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor]
 
 
 def valid_at(as_of: str | None, alias: str) -> tuple[str, list[Any]]:
@@ -423,11 +418,17 @@ class Store:
         """Close this thread's connection, if it has one (for short-lived worker threads)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            self._local.conn = None
-            with contextlib.suppress(ValueError):
-                self._connections.remove(conn)
-            if any(c is conn for c in self._owned):
-                self._owned = [c for c in self._owned if c is not conn]
+            self._drop(conn)
+
+    def _drop(self, conn: Any) -> None:
+        """Forget this thread's connection ``conn`` (the next use opens another), closing it
+        if memori opened it."""
+        self._local.conn = None
+        with contextlib.suppress(ValueError):
+            self._connections.remove(conn)
+        if any(c is conn for c in self._owned):
+            self._owned = [c for c in self._owned if c is not conn]
+            with contextlib.suppress(Exception):  # a broken connection may not close cleanly
                 conn.close()
 
     def close(self) -> None:
@@ -508,17 +509,10 @@ class Store:
         try:
             self.backend.rollback(conn)
         except Exception:  # the first error is the one to report
-            self._local.conn = None
-            with contextlib.suppress(ValueError):
-                self._connections.remove(conn)
-            if any(c is conn for c in self._owned):
-                self._owned = [c for c in self._owned if c is not conn]
-                with contextlib.suppress(Exception):
-                    conn.close()
+            self._drop(conn)
 
     def _write_error(self, exc: BaseException) -> StoreError:
-        if isinstance(exc, StoreError):
-            return exc
+        """The StoreError for the driver error ``exc`` of a write."""
         if self.backend.is_full(exc, self.path):
             return StoreFullError(full_message(self.path, self.describe()))
         return StoreError(f"cannot write the store at {self.describe()}: {exc}")

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..parts import Edge, Node
 from .core import Store, Tx, dict_rows, is_rowid, now_iso, valid_at
-from .memories import Source
+from .memories import Source, link_sources
 
 _EDGE_COLUMNS = """t.id, t.subject_id, s.name AS subject, t.predicate, t.object_id,
     o.name AS object, t.count, t.first_seen, t.last_seen, t.valid_from, t.valid_to,
@@ -101,16 +101,8 @@ def insert_edge(
 
 
 def add_edge_sources(tx: Tx, edge_id: int, sources: Iterable[Source]) -> int:
-    """Link edge ``edge_id`` to its source messages; how many links are new (a source seen
-    before does not count twice, so re-runs change nothing)."""
-    added = 0
-    for message_id, _, _ in sources:
-        cursor = tx.execute(
-            "INSERT INTO triple_sources VALUES (?, ?) ON CONFLICT DO NOTHING",
-            (edge_id, message_id),
-        )
-        added += max(cursor.rowcount, 0)
-    return added
+    """Link edge ``edge_id`` to its source messages; how many links are new."""
+    return link_sources(tx, "triple_sources", edge_id, sources)
 
 
 def add_edge_sighting(tx: Tx, edge_id: int, sources: Iterable[Source], when: str) -> None:

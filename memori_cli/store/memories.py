@@ -72,17 +72,22 @@ def sources(conn: Any, entity_id: str, ids: Sequence[int]) -> dict[int, Source]:
     return {int(i): (int(i), str(c), float(t)) for i, c, t in rows}
 
 
-def add_sources(tx: Tx, memory_id: int, sources: Iterable[Source]) -> int:
-    """Link memory ``memory_id`` to its source messages; how many links are new (a source
-    seen before does not count twice, so re-runs change nothing)."""
+def link_sources(tx: Tx, table: str, owner: int, sources: Iterable[Source]) -> int:
+    """Link ``owner`` (a memory in ``memory_sources``, an edge in ``triple_sources``) to its
+    source messages; how many links are new (a source seen before does not count twice, so
+    re-runs change nothing)."""
     added = 0
     for message_id, _, _ in sources:
         cursor = tx.execute(
-            "INSERT INTO memory_sources VALUES (?, ?) ON CONFLICT DO NOTHING",
-            (memory_id, message_id),
+            f"INSERT INTO {table} VALUES (?, ?) ON CONFLICT DO NOTHING", (owner, message_id)
         )
         added += max(cursor.rowcount, 0)
     return added
+
+
+def add_sources(tx: Tx, memory_id: int, sources: Iterable[Source]) -> int:
+    """Link memory ``memory_id`` to its source messages; how many links are new."""
+    return link_sources(tx, "memory_sources", memory_id, sources)
 
 
 def find_same(conn: Any, entity_id: str, norm: str, kind: str, about: str) -> int | None:

@@ -142,8 +142,7 @@ class SqliteBackend:
                 LIMIT ?""",
             [expression, entity_id, *params, limit],
         )
-        columns = [d[0] for d in cursor.description]
-        return [dict(zip(columns, row, strict=True)) for row in cursor]
+        return connect.dict_rows(cursor)
 
     def lexical_memories(
         self,
