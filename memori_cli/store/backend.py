@@ -91,10 +91,11 @@ class Backend(Protocol):
         limit: int,
     ) -> list[dict[str, Any]]:
         """The entity's messages (alias ``m``; ``where``/``params``: more conditions on it)
-        holding any of ``terms`` (literal words, never query syntax) in their content or
-        speaker name, best first by bm25: rows with ``id``, ``role``, ``content``, ``name``,
-        ``created_at``, ``external_id``, ``entity_id``, ``process_id``, ``session``,
-        ``trust``, ``uses`` and ``score`` (higher is better)."""
+        holding any of ``terms`` (literal words, never query syntax) in their content,
+        speaker name or context (the end of the turn before), best first by bm25: rows with
+        ``id``, ``role``, ``content``, ``name``, ``created_at``, ``external_id``,
+        ``entity_id``, ``process_id``, ``session``, ``trust``, ``uses`` and ``score``
+        (higher is better)."""
         ...
 
     def lexical_memories(
@@ -114,7 +115,8 @@ class Backend(Protocol):
     # -- bulk writes -----------------------------------------------------------------------
     def insert_messages(self, tx: Any, rows: list[tuple[Any, ...]]) -> list[tuple[int, str, int]]:
         """Inside a write: insert message rows of ``(entity_id, process_id, session_id, role,
-        content, name, created_at, external_id, content_hash, trust, source)`` in order,
+        content, name, created_at, external_id, content_hash, trust, source, context)`` in
+        order (``context``: what of the previous turn the message is indexed with),
         skipping duplicates (the unique keys); ``(id, entity_id, session_id)`` of each row
         inserted, by id."""
         ...

@@ -13,10 +13,29 @@ from ..errors import ForgetWarning
 from ..parts import EntityInfo, Session
 from . import connect
 from .core import Store, Tx, dict_rows, now_iso
+from .reply import reply_context
 
 ROLES = ("user", "assistant", "system", "tool")
 # What the user said outranks what an assistant said about them.
 TRUST = {"user": 1.0, "system": 0.9, "assistant": 0.6, "tool": 0.4}
+
+
+def reply_contexts(tx: Tx, session_ids: Sequence[int], contents: Sequence[str]) -> list[str | None]:
+    """The context of each of a batch's messages (in order; ``session_ids[i]`` is message
+    ``i``'s session): the previous message of its session in the batch, else the session's
+    newest stored message."""
+    last: dict[int, str | None] = {}
+    out = []
+    for session_id, content in zip(session_ids, contents, strict=True):
+        if session_id not in last:
+            row = tx.execute(
+                "SELECT content FROM messages WHERE session_id = ? ORDER BY id DESC LIMIT 1",
+                (session_id,),
+            ).fetchone()
+            last[session_id] = row[0] if row else None
+        out.append(reply_context(last[session_id]))
+        last[session_id] = content
+    return out
 
 
 @dataclasses.dataclass(slots=True)
@@ -72,11 +91,13 @@ def add_messages(store: Store, batch: Sequence[NewMessage]) -> AddResult:
             key = (m.entity_id, m.session)
             if key not in session_ids:
                 session_ids[key] = _session_id(conn, m.entity_id, m.session, m.process_id, now)
+        sessions = [session_ids[(m.entity_id, m.session)] for m in batch]
+        contexts = reply_contexts(conn, sessions, [m.content for m in batch])
         rows = [
             (
                 m.entity_id,
                 m.process_id,
-                session_ids[(m.entity_id, m.session)],
+                session,
                 m.role,
                 m.content,
                 m.name,
@@ -85,8 +106,9 @@ def add_messages(store: Store, batch: Sequence[NewMessage]) -> AddResult:
                 m.content_hash,
                 TRUST[m.role],
                 m.source,
+                context,
             )
-            for m in batch
+            for m, session, context in zip(batch, sessions, contexts, strict=True)
         ]
         inserted = store.backend.insert_messages(conn, rows)
         result.inserted = len(inserted)

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import connect
 from .migrator import Migrations, Script
+from .reply import reply_context
 
 migrations = Migrations("memori")
 
@@ -434,3 +435,63 @@ def m008_vector_blobs(db: Script) -> None:
     from .vec0 import backfill_blobs
 
     backfill_blobs(db.conn)
+
+
+_MESSAGES_FTS_COLUMNS = "rowid, content, name, entity_id, context"
+_NEW_MESSAGE = (
+    "new.id, new.content, coalesce(new.name, ''), new.entity_id, coalesce(new.context, '')"
+)
+_OLD_MESSAGE = (
+    "old.id, old.content, coalesce(old.name, ''), old.entity_id, coalesce(old.context, '')"
+)
+
+
+@migrations(name="m009_reply_context")
+def m009_reply_context(db: Script) -> None:
+    # Each message is also indexed with the end of the turn before it (messages.context, see
+    # store.reply), so a reply is found by the words of what it answers.
+    # Kept in the row, not computed by the triggers: an external-content index must be given
+    # the very values it indexed to delete a row, and a row's predecessor may be gone by then.
+    db.execute("ALTER TABLE messages ADD COLUMN context TEXT")
+    _m009_backfill(db.conn)
+    db.executescript(
+        f"""
+        DROP TRIGGER messages_fts_insert;
+        DROP TRIGGER messages_fts_delete;
+        DROP TRIGGER messages_fts_update;
+        DROP TABLE messages_fts;
+        CREATE VIRTUAL TABLE messages_fts USING fts5(
+            content, name, entity_id, context,
+            content='messages', content_rowid='id',
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts ({_MESSAGES_FTS_COLUMNS}) VALUES ({_NEW_MESSAGE});
+        END;
+        CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, {_MESSAGES_FTS_COLUMNS})
+                VALUES ('delete', {_OLD_MESSAGE});
+        END;
+        CREATE TRIGGER messages_fts_update
+        AFTER UPDATE OF content, name, entity_id, context ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, {_MESSAGES_FTS_COLUMNS})
+                VALUES ('delete', {_OLD_MESSAGE});
+            INSERT INTO messages_fts ({_MESSAGES_FTS_COLUMNS}) VALUES ({_NEW_MESSAGE});
+        END;
+        INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+        """
+    )
+    _fts_secure_delete(db, "messages_fts")
+
+
+def _m009_backfill(conn: Any) -> None:
+    """Give every stored message its context, session by session in id order."""
+    previous: tuple[int, str] | None = None
+    updates = []
+    for message_id, session_id, content in conn.execute(
+        "SELECT id, session_id, content FROM messages ORDER BY session_id, id"
+    ):
+        if previous is not None and previous[0] == session_id:
+            updates.append((reply_context(previous[1]), message_id))
+        previous = (session_id, content)
+    conn.executemany("UPDATE messages SET context = ? WHERE id = ?", updates)

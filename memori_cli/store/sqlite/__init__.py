@@ -54,7 +54,9 @@ def disk_full(exc: BaseException, path: Path | None) -> bool:
 _TOKEN = re.compile(r"\w+")
 # bm25 column weights: messages' content, speaker name, entity id (a filter, never a score);
 # memories' content, the person they are about, entity id.
-_MESSAGE_WEIGHTS = "1.0, 0.5, 0.0"
+# content, name, entity_id, context: the turn before a message counts for less than its own
+# words (0.15-0.5 measured alike; see store.reply).
+_MESSAGE_WEIGHTS = "1.0, 0.5, 0.0, 0.3"
 _MEMORY_WEIGHTS = "1.0, 0.3, 0.0"
 
 
@@ -121,8 +123,8 @@ class SqliteBackend:
         params: list[Any],
         limit: int,
     ) -> list[dict[str, Any]]:
-        # Words match what was said and who said it, never the indexed entity id.
-        expression = f"{{content name}} : ({fts5_match(terms)})"
+        # Words match what was said, who said it and what it replied to, never the entity id.
+        expression = f"{{content name context}} : ({fts5_match(terms)})"
         if _TOKEN.search(entity_id.replace("_", " ")) and _several_entities(conn):
             # Narrow to the entity inside FTS5; the join below still decides (ids that
             # tokenize alike, such as "d'or" and "d-or", share these postings). With one
@@ -169,10 +171,10 @@ class SqliteBackend:
         (before,) = tx.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
         # One statement for the whole batch: SQLite then works without the GIL, so an
         # import's parsing thread keeps running meanwhile (executemany rebinds every row).
-        columns = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(11))
+        columns = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(12))
         tx.execute(
             f"""INSERT INTO messages (entity_id, process_id, session_id, role, content, name,
-                   created_at, external_id, content_hash, trust, source)
+                   created_at, external_id, content_hash, trust, source, context)
                 SELECT {columns} FROM json_each(?) WHERE true ORDER BY key
                 ON CONFLICT DO NOTHING""",
             (json.dumps(rows, ensure_ascii=False),),
