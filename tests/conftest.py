@@ -95,3 +95,44 @@ class _HashingMiniLM(HashingEmbedder):
 
     def __init__(self, folder: Path, *, max_tokens: int | None = None, engine: str = "auto"):
         super().__init__()
+
+
+# -- PostgreSQL (scripts/test starts a throwaway server and sets MEMORI_TEST_POSTGRES) ----------
+POSTGRES_ENV = "MEMORI_TEST_POSTGRES"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The DSN of the test PostgreSQL server's maintenance database (``MEMORI_TEST_POSTGRES``,
+    which scripts/test sets after starting one with scripts/postgres); skips without it."""
+    dsn = os.environ.get(POSTGRES_ENV)
+    if not dsn:
+        pytest.skip(
+            f"no PostgreSQL server for the tests: {POSTGRES_ENV} is not set "
+            "(scripts/test starts one with scripts/postgres)"
+        )
+    try:
+        import psycopg
+    except ImportError:
+        pytest.fail(f"{POSTGRES_ENV} is set but psycopg is missing: pip install -e '.[postgres]'")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT 1")
+    return dsn
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A new, empty database on the test server (its conninfo), dropped afterwards."""
+    import uuid
+
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    name = f"memori_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template1')
+    try:
+        yield make_conninfo(postgres_server, dbname=name)
+    finally:
+        with psycopg.connect(postgres_server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

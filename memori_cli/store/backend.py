@@ -178,8 +178,16 @@ class Backend(Protocol):
 
 
 def registered() -> list[Backend]:
-    """Every backend this version has (the contract suite runs against each)."""
-    return [SQLITE]
+    """Every backend this version has (the contract suite runs against each): SQLite, and
+    PostgreSQL where its driver is installed (the ``postgres`` extra). The library itself
+    runs on SQLite only for now (see :func:`backend_for`)."""
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None:
+        return [SQLITE]
+    from .postgres import POSTGRES
+
+    return [SQLITE, POSTGRES]
 
 
 def backend_for(conn: Any) -> Backend:
