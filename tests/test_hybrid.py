@@ -214,6 +214,32 @@ def test_embedding_text_is_own_words_then_the_previous_turn(hmem: Memori) -> Non
     assert np.asarray(HashingEmbedder().embed([embedding_text(second)])).shape == (1, 64)
 
 
+def test_a_long_assistant_reply_is_embedded_from_its_opening(hmem: Memori) -> None:
+    """Long replies are most of what a chat store embeds: their vector is their first words,
+    while bm25 still finds a word from anywhere in them."""
+    from memori_cli.augment.embedding import ASSISTANT_WORDS, embedding_text
+
+    reply = (
+        "Lisbon has great food. "
+        + "Here is more detail. " * 20
+        + "Try the pasteis. "
+        + ("More detail. " * 20)
+    )
+    hmem.add_messages([
+        {"role": "user", "content": "Where should I eat in Lisbon? " * 30},
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": "Thanks! " + "And what about the museums there? " * 20},
+    ])  # fmt: skip
+    question, answer, thanks = vectors.pending(hmem.store)
+    assert embedding_text(answer) == " ".join(f"assistant: {reply}".split()[:ASSISTANT_WORDS])
+    assert embedding_text(answer).startswith("assistant: Lisbon has great food.")
+    # A user's turn is not cut (the encoder reads its first 128 word pieces).
+    assert len(embedding_text(thanks).split()) > ASSISTANT_WORDS
+    assert embedding_text(question) == f"user: {'Where should I eat in Lisbon? ' * 30}"
+    hmem.augment()
+    assert hmem.recall("pasteis", 1, memories=False)[0].content == reply
+
+
 def test_a_long_previous_turn_does_not_push_out_a_turns_own_words(hmem: Memori) -> None:
     """The encoder reads a text's first MAX_TOKENS word pieces: a user's line after a long
     assistant reply must still be what its vector holds."""

@@ -10,6 +10,14 @@ from ..store import Store, memories, vectors
 
 BATCH = 64
 
+#: An assistant's reply is embedded from its first words only (about 64 word pieces, half
+#: what the encoder reads): its opening says what it is about, and bm25 reads all of it.
+#: Long replies are most of what a chat store embeds; on LongMemEval's development set
+#: (29,269 turns, half of them assistant replies of 200+ words) this embeds 26% fewer word
+#: pieces, with R@10 0.906 -> 0.909 (single-session assistant unchanged, 0.833). LoCoMo has
+#: no assistant turns.
+ASSISTANT_WORDS = 48
+
 
 def embedding_text(row: dict[str, Any]) -> str:
     """What is embedded for a message: who said it and what they said, then the turn before
@@ -22,9 +30,14 @@ def embedding_text(row: dict[str, Any]) -> str:
     LoCoMo dev 0.768 against 0.697 for own words only, so the context stays.
     """
     own = f"{row.get('name') or row['role']}: {row['content']}"
-    if row.get("prev_content") is None:
-        return own
-    return f"{own}\n{row.get('prev_name') or row['prev_role']}: {row['prev_content']}"
+    text = own
+    if row.get("prev_content") is not None:
+        text = f"{own}\n{row.get('prev_name') or row['prev_role']}: {row['prev_content']}"
+    if row["role"] == "assistant":
+        words = text.split()
+        if len(words) > ASSISTANT_WORDS:
+            return " ".join(words[:ASSISTANT_WORDS])
+    return text
 
 
 def embed_pending(
