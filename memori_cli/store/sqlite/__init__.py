@@ -52,10 +52,9 @@ def disk_full(exc: BaseException, path: Path | None) -> bool:
 
 # What FTS5's unicode61 tokenizer indexes: runs of word characters.
 _TOKEN = re.compile(r"\w+")
-# bm25 column weights: messages' content, speaker name, entity id (a filter, never a score);
-# memories' content, the person they are about, entity id.
-# content, name, entity_id, context: the turn before a message counts for less than its own
-# words (0.15-0.5 measured alike; see store.reply).
+# bm25 column weights: messages' content, speaker name, entity id (a filter, never a score)
+# and context (the end of the turn before, below the message's own words: 0.15-0.5 measured
+# alike, see store.reply); memories' content, the person they are about, entity id.
 _MESSAGE_WEIGHTS = "1.0, 0.5, 0.0, 0.3"
 _MEMORY_WEIGHTS = "1.0, 0.3, 0.0"
 
