@@ -12,7 +12,7 @@ from conftest import HashingEmbedder
 from memori_cli import Memori
 from memori_cli.errors import PermissionsWarning
 from memori_cli.store.migrations import migrations
-from memori_cli.store.reply import CONTEXT_WORDS, reply_context
+from memori_cli.store.reply import CONTEXT_CHARS, CONTEXT_WORDS, reply_context
 
 TALK = [
     {"role": "user", "name": "Melanie", "content": "How was the charity race last weekend?"},
@@ -61,6 +61,9 @@ def test_the_context_is_the_end_of_the_previous_turn_of_the_same_session(tmp_pat
         ("later, in a second batch", "ok"),  # the stored predecessor, across batches
     ]
     assert reply_context("  spaced \n out  ") == "spaced out"
+    # A blob with no spaces is not stored twice: at most CONTEXT_CHARS of it, whole words kept.
+    assert reply_context("x" * 100_000) == "x" * CONTEXT_CHARS
+    assert reply_context("start " + "y" * 500 + " short end") == "short end"
     # The context is searched, below the message's own words; only its last words count.
     assert [h.content for h in mem.recall("w99", 5, memories=False)] == [long_turn, "ok"]
     assert [h.content for h in mem.recall("w0", 5, memories=False)] == [long_turn]

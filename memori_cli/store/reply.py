@@ -10,11 +10,20 @@ from __future__ import annotations
 #: 0.906, 60 words 0.792 / 0.889, the whole turn 0.792 / 0.869 (a user's line after a long
 #: assistant reply then matches everything the reply said).
 CONTEXT_WORDS = 30
+#: ... and at most this many characters of them: thirty words of chat are about 200, while a
+#: pasted blob with no spaces is one "word" of any size, which must not be stored twice.
+CONTEXT_CHARS = 400
 
 
 def reply_context(previous: str | None) -> str | None:
     """What a message is indexed with of the turn before it: that turn's last
-    :data:`CONTEXT_WORDS` words (None for a session's first message)."""
+    :data:`CONTEXT_WORDS` words, at most :data:`CONTEXT_CHARS` characters of them (None for a
+    session's first message)."""
     if previous is None:
         return None
-    return " ".join(previous.split()[-CONTEXT_WORDS:])
+    tail = " ".join(previous.split()[-CONTEXT_WORDS:])
+    if len(tail) > CONTEXT_CHARS:
+        tail = tail[-CONTEXT_CHARS:]
+        # Whole words only, where the cut leaves any.
+        tail = tail.split(" ", 1)[1] if " " in tail else tail
+    return tail
