@@ -8,7 +8,6 @@ files are the queries (recall's own term selection). Prints, per size: insert ti
 mean top-10 overlap (|A ∩ B| / |A|), share of identical top-10 lists, and p50/p95 query times.
 """
 
-import ast
 import json
 import statistics
 import sys
@@ -24,21 +23,17 @@ from memori_cli.recall.query import terms as query_terms
 from memori_cli.store.postgres import POSTGRES
 from memori_cli.store.sqlite import SQLITE
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_locomo import session_turns
+
 files = [a for a in sys.argv[1:] if a.endswith(".json")]
 sizes = [int(a) for a in sys.argv[1:] if a.isdigit()] or [788, 10000, 50000]
 turns, questions = [], []
 for path in files:
     for sample in json.loads(Path(path).read_text()):
-        conv = sample["conversation"]
-        conv = ast.literal_eval(conv) if isinstance(conv, str) else conv
-        qa = sample["qa"]
-        qa = ast.literal_eval(qa) if isinstance(qa, str) else qa
-        n = 1
-        while f"session_{n}" in conv or f"session_{n + 1}" in conv:
-            for turn in conv.get(f"session_{n}", []):
-                turns.append((turn["speaker"], turn["text"]))
-            n += 1
-        questions += [q["question"] for q in qa]
+        for _, _, session in session_turns(sample["conversation"]):
+            turns += [(turn["speaker"], turn["text"]) for turn in session]
+        questions += [q["question"] for q in sample["qa"]]
 print(f"{len(turns)} turns, {len(questions)} questions", flush=True)
 queries = [t for t in (query_terms(q) for q in questions) if t]
 

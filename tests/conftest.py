@@ -65,6 +65,21 @@ def write_jsonl(path: Path, records: list[Any]) -> Path:
     return path
 
 
+def store_before(path: Path, migration: str) -> Any:
+    """A store at ``path`` migrated up to (not including) ``migration``, as an older release
+    left it: an autocommit sqlean connection with sqlite-vec loaded, for the test to fill."""
+    import sqlean
+    import sqlite_vec
+
+    from memori_cli.store.migrations import migrations
+
+    raw = sqlean.connect(str(path), isolation_level=None)
+    raw.enable_load_extension(True)
+    sqlite_vec.load(raw)
+    migrations.apply(raw, stop_before=migration)
+    return raw
+
+
 class HashingEmbedder:
     """A small deterministic embedder for tests: words hashed into ``dim`` buckets."""
 

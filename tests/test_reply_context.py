@@ -6,12 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import sqlean
-from conftest import HashingEmbedder
+from conftest import HashingEmbedder, store_before
 
 from memori_cli import Memori
 from memori_cli.errors import PermissionsWarning
-from memori_cli.store.migrations import migrations
 from memori_cli.store.reply import CONTEXT_CHARS, CONTEXT_WORDS, reply_context
 
 TALK = [
@@ -71,13 +69,8 @@ def test_the_context_is_the_end_of_the_previous_turn_of_the_same_session(tmp_pat
 
 
 def test_a_store_from_before_contexts_gets_them_and_a_rebuilt_index(tmp_path: Path) -> None:
-    import sqlite_vec
-
     path = tmp_path / "old.db"
-    raw = sqlean.connect(str(path), isolation_level=None)
-    raw.enable_load_extension(True)
-    sqlite_vec.load(raw)
-    migrations.apply(raw, stop_before="m009_reply_context")
+    raw = store_before(path, "m009_reply_context")
     # Rows as the release before contexts wrote them (no context column yet).
     now = "2026-01-01T00:00:00+00:00"
     raw.execute("INSERT INTO entities (id, created_at) VALUES ('ana', ?)", (now,))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlean
+from conftest import store_before
 
 from memori_cli import Memori, PermissionsWarning
 from memori_cli.store import Store, connect
@@ -159,13 +160,8 @@ def test_messages_enqueue_their_augmentation_job_in_the_same_transaction(mem: Me
 
 
 def test_a_store_stopped_before_m004_upgrades_with_its_graph_backfilled(tmp_path: Path) -> None:
-    import sqlite_vec
-
     db_path = tmp_path / "old.db"
-    raw = sqlean.connect(str(db_path), isolation_level=None)
-    raw.enable_load_extension(True)
-    sqlite_vec.load(raw)
-    migrations.apply(raw, stop_before="m004_graph")
+    raw = store_before(db_path, "m004_graph")
     now = "2026-01-01T00:00:00+00:00"
     raw.execute("INSERT INTO entities (id, created_at) VALUES ('ana', ?)", (now,))
     for subject, obj in (("Ana", "Lisbon"), ("ana", "cats"), ("Ana's", "Cat")):

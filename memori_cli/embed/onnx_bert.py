@@ -220,13 +220,12 @@ class OnnxForward:
             )
 
     def __call__(self, batch: list[list[int]]) -> np.ndarray:
-        b, n = len(batch), max(len(ids) for ids in batch)
-        ids = np.zeros((b, n), dtype=np.int64)
-        mask = np.zeros((b, n), dtype=np.float32)
         lengths = np.array([len(seq) for seq in batch], dtype=np.int32)
+        n = int(lengths.max())
+        ids = np.zeros((len(batch), n), dtype=np.int64)
         for row, seq in enumerate(batch):
             ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1.0
+        mask = (np.arange(n) < lengths[:, None]).astype(np.float32)
         (hidden,) = self.session.run(
             ["hidden"],
             {"ids": ids, "positions": np.arange(n, dtype=np.int64), "lengths": lengths},
