@@ -274,7 +274,12 @@ def test_a_question_about_the_assistants_words_finds_the_assistants_turn(hmem: M
     assert asks_assistant(asked) and asks_assistant("Can you repeat your recommendation?")
     assert not asks_assistant("Which flashcard app with mnemonics do I use?")
     assert not asks_assistant("Did you know I like mnemonics?")
+    # Asking to be reminded is asking what one was told, unless one says one said it.
+    assert asks_assistant("I'm going back there: can you remind me of that flashcard app?")
+    assert not asks_assistant("Do you remember the flashcard app I mentioned?")
     assert hmem.recall(asked, 1, memories=False)[0].role == "assistant"
+    remind = "Can you remind me of that flashcard app with mnemonics?"
+    assert hmem.recall(remind, 1, memories=False)[0].role == "assistant"
     assert hmem.recall("Which flashcard app with mnemonics do I use?", 1)[0].role == "user"
 
 

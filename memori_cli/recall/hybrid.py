@@ -76,9 +76,20 @@ _ASKS_ASSISTANT = re.compile(
 )
 
 
+# "Can you remind me of the restaurant..." asks for something the user was told, so the answer
+# is the assistant's, unless the user says they said it themselves ("I mentioned a show...").
+_REMIND = re.compile(r"\bremind me\b|\b(?:do|did) you remember\b", re.IGNORECASE)
+_USER_SAID = re.compile(
+    r"\bI (?:said|mentioned|told|shared|wrote|described|listed|gave|asked)\b", re.IGNORECASE
+)
+
+
 def asks_assistant(query: str) -> bool:
-    """Whether ``query`` asks what the assistant said (see :data:`_ASKS_ASSISTANT`)."""
-    return _ASKS_ASSISTANT.search(query) is not None
+    """Whether ``query`` asks what the assistant said (see :data:`_ASKS_ASSISTANT` and
+    :data:`_REMIND`)."""
+    if _ASKS_ASSISTANT.search(query):
+        return True
+    return _REMIND.search(query) is not None and _USER_SAID.search(query) is None
 
 
 # A question in the first person ("what did I...", "my dog") is about the user: what they said
