@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from pathlib import Path
 
@@ -375,3 +376,31 @@ def test_neighbours_are_held_to_the_filters(hmem: Memori) -> None:
     assert early == ["what did the vet say?"]
     late = [h.content for h in hmem.recall("vet", since="2024-02-01T00:00:00+00:00")]
     assert late == ["the vet visit went well"]
+
+
+def test_the_asked_roles_turn_outranks_an_echo_twice_as_strong() -> None:
+    """In a user/assistant chat the other role's turns mostly echo the asked one's: the
+    asked role's weight (role_weight) outweighs an echo that matched twice as well, which a
+    named speaker's weight (speaker_weight) does not."""
+    fused = {1: {"fused": 0.1}, 2: {"fused": 0.2}}
+    rows = {1: dict(row(1), role="user"), 2: dict(row(2, trust=0.6), role="assistant")}
+    config = RankingConfig()
+    assert config.role_weight > config.speaker_weight
+    ranked = rank(fused, rows, config, roles={"user"}, now=NOW)
+    assert [r[0] for r in ranked] == [1, 2]
+    assert ranked[0][1] == pytest.approx(0.1 * (1 + config.role_weight))
+    as_speaker = dataclasses.replace(config, role_weight=config.speaker_weight)
+    assert rank(fused, rows, as_speaker, roles={"user"}, now=NOW)[0][0] == 2
+    # Not asked about a role: the better match wins.
+    assert rank(fused, rows, config, now=NOW)[0][0] == 2
+
+
+def test_a_memory_about_the_user_counts_as_about_the_asked_speaker(hmem: Memori) -> None:
+    hmem.add_messages([{"role": "user", "content": "Planning the week."}])
+    mine = hmem.add_memory("User prefers oolong tea in the morning", kind="preference")
+    hmem.add_memory("Oolong tea in the morning suits most people", about="Tea")
+    hits = {h.id: h for h in hmem.recall("What tea do I like?", 5, explain=True)
+            if h.kind != "message"}  # fmt: skip
+    assert {hit.explain["speaker_match"] for hit in hits.values() if hit.explain} == {True, False}
+    assert hits[mine].explain is not None and hits[mine].explain["speaker_match"] is True
+    assert next(iter(hits)) == mine  # equal words otherwise

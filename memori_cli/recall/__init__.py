@@ -143,7 +143,8 @@ def recall(
         if mid not in rows:
             del fused[mid]
     hits = []
-    ranked = rank(fused, rows, config, speakers=about, roles=asked_roles(query))
+    roles = asked_roles(query)
+    ranked = rank(fused, rows, config, speakers=about, roles=roles)
     for message_id, score, parts in ranked[: request.limit]:
         row = rows[message_id]
         source = row["external_id"] if row["external_id"] is not None else str(row["id"])
@@ -157,10 +158,15 @@ def recall(
         )  # fmt: skip
     if request.searches_memories:
         hits += _memory_hits(
-            store, request, query_vector, config=config, speakers=about, graph=graph_memories
-        )
+            store, request, query_vector, config=config, speakers=about, roles=roles,
+            graph=graph_memories,
+        )  # fmt: skip
     hits.sort(key=lambda hit: -hit.score)
     return hits[: request.limit]
+
+
+# Who a memory is about when its speaker had no name: the role's label (``Turn.speaker``).
+_GENERIC_ROLES = {"User": "user", "Assistant": "assistant"}
 
 
 def _memory_hits(
@@ -170,6 +176,7 @@ def _memory_hits(
     *,
     config: RankingConfig,
     speakers: set[str],
+    roles: set[str],
     graph: list[int],
 ) -> list[RecallHit]:
     """Memories for the query, fused and ranked like messages (``name`` is who it is about)."""
@@ -203,8 +210,11 @@ def _memory_hits(
             fused.pop(mid)
             continue
         ranked[mid] = dict(row, created_at=row.last_seen, name=row.about)
+    # A memory about the asked role is about the asked speaker (speaker_weight); the role's
+    # own words rank above it (role_weight), as the turns the memory was drawn from.
+    about = speakers | {label for label, role in _GENERIC_ROLES.items() if role in roles}
     hits = []
-    for memory_id, score, parts in rank(fused, ranked, config, speakers=speakers)[: request.limit]:
+    for memory_id, score, parts in rank(fused, ranked, config, speakers=about)[: request.limit]:
         row = rows[memory_id]
         hits.append(
             RecallHit(

@@ -118,8 +118,9 @@ def rank(
 ) -> list[tuple[int, float, dict[str, Any]]]:
     """(id, final score, explanation) best first, after recency, trust, use and speaker.
 
-    Turns whose role is in ``roles`` count as the asked-about speaker's and skip the trust
-    discount (a question about what the assistant said is answered by the assistant)."""
+    Rows whose role is in ``roles`` are the asked-about role's: they get ``role_weight`` and
+    skip the trust discount (a question about what the assistant said is answered by the
+    assistant); other rows by a speaker in ``speakers`` get ``speaker_weight``."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
     ranked = []
     for message_id, parts in fused.items():
@@ -133,7 +134,9 @@ def rank(
             score *= 1 - config.trust_weight + config.trust_weight * float(row["trust"])
         score *= 1 + config.use_weight * math.log1p(int(row.get("uses") or 0))
         about = row.get("name") in speakers or asked
-        if about:
+        if asked:
+            score *= 1 + config.role_weight
+        elif about:
             score *= 1 + config.speaker_weight
         explain = dict(
             parts,
