@@ -278,6 +278,8 @@ def test_a_question_about_the_assistants_words_finds_the_assistants_turn(hmem: M
     # Asking to be reminded is asking what one was told, unless one says one said it.
     assert asks_assistant("I'm going back there: can you remind me of that flashcard app?")
     assert not asks_assistant("Do you remember the flashcard app I mentioned?")
+    assert not asks_assistant("Can you remind me where I moved from? You know it.")
+    assert not asks_assistant("Do you remember my sister's name?")
     assert hmem.recall(asked, 1, memories=False)[0].role == "assistant"
     remind = "Can you remind me of that flashcard app with mnemonics?"
     assert hmem.recall(remind, 1, memories=False)[0].role == "assistant"
@@ -404,3 +406,10 @@ def test_a_memory_about_the_user_counts_as_about_the_asked_speaker(hmem: Memori)
     assert {hit.explain["speaker_match"] for hit in hits.values() if hit.explain} == {True, False}
     assert hits[mine].explain is not None and hits[mine].explain["speaker_match"] is True
     assert next(iter(hits)) == mine  # equal words otherwise
+    # A user with a name: memories about that name are the user's.
+    hmem.add_messages([{"role": "user", "name": "Maya", "content": "Hi, I'm Maya."}])
+    hers = hmem.add_memory("Maya prefers green tea", kind="preference", about="Maya")
+    found = {
+        h.id: h for h in hmem.recall("What tea do I like?", 5, explain=True) if h.kind != "message"
+    }
+    assert found[hers].explain is not None and found[hers].explain["speaker_match"] is True

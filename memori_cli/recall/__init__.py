@@ -10,7 +10,7 @@ import numpy as np
 
 from ..store import Store, graph, vectors
 from ..store import memories as store_memories
-from ..store.messages import get_messages, neighbours, speakers
+from ..store.messages import get_messages, neighbours, speakers, speaking_in
 from .hybrid import (
     RankingConfig,
     asked_roles,
@@ -129,7 +129,8 @@ def recall(
     if request.limit <= 0:
         return []
     entity, query = request.entity, request.query
-    about = mentioned_speakers(query, speakers(store, entity)) if config.speaker_weight else set()
+    names = speakers(store, entity)
+    about = mentioned_speakers(query, names) if config.speaker_weight else set()
     lexical, nearest = candidates(store, request, query_vector, config=config, speakers=about)
     around = neighbours(store, [row["id"] for row in lexical]) if config.neighbour_weight else {}
     graph_messages, graph_memories = _graph(store, entity, query, about, request.as_of, config)
@@ -157,8 +158,12 @@ def recall(
             )
         )  # fmt: skip
     if request.searches_memories:
+        # A memory about the asked role ("User", or the user's name) is about the asked
+        # speaker (speaker_weight); the role's own words rank above it (role_weight).
+        asked = {label for label, role in _GENERIC_ROLES.items() if role in roles}
+        asked |= speaking_in(store, entity, names, roles)
         hits += _memory_hits(
-            store, request, query_vector, config=config, speakers=about, roles=roles,
+            store, request, query_vector, config=config, speakers=about | asked,
             graph=graph_memories,
         )  # fmt: skip
     hits.sort(key=lambda hit: -hit.score)
@@ -176,7 +181,6 @@ def _memory_hits(
     *,
     config: RankingConfig,
     speakers: set[str],
-    roles: set[str],
     graph: list[int],
 ) -> list[RecallHit]:
     """Memories for the query, fused and ranked like messages (``name`` is who it is about)."""
@@ -210,11 +214,8 @@ def _memory_hits(
             fused.pop(mid)
             continue
         ranked[mid] = dict(row, created_at=row.last_seen, name=row.about)
-    # A memory about the asked role is about the asked speaker (speaker_weight); the role's
-    # own words rank above it (role_weight), as the turns the memory was drawn from.
-    about = speakers | {label for label, role in _GENERIC_ROLES.items() if role in roles}
     hits = []
-    for memory_id, score, parts in rank(fused, ranked, config, speakers=about)[: request.limit]:
+    for memory_id, score, parts in rank(fused, ranked, config, speakers=speakers)[: request.limit]:
         row = rows[memory_id]
         hits.append(
             RecallHit(

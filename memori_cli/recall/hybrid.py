@@ -76,12 +76,14 @@ _ASKS_ASSISTANT = re.compile(
 )
 
 
-# "Can you remind me of the restaurant..." asks for something the user was told, so the answer
-# is the assistant's, unless the user says they said it themselves ("I mentioned a show...").
+# "Can you remind me of that restaurant?" asks for something the user was told, so the answer
+# is the assistant's; not when what is to be recalled is the user's ("remind me where I moved
+# from", "do you remember my sister's name") or the user says they said it ("I mentioned...").
 _REMIND = re.compile(r"\bremind me\b|\b(?:do|did) you remember\b", re.IGNORECASE)
 _USER_SAID = re.compile(
     r"\bI (?:said|mentioned|told|shared|wrote|described|listed|gave|asked)\b", re.IGNORECASE
 )
+_SENTENCE_END = re.compile(r"[?.!]")
 
 
 def asks_assistant(query: str) -> bool:
@@ -89,7 +91,11 @@ def asks_assistant(query: str) -> bool:
     :data:`_REMIND`)."""
     if _ASKS_ASSISTANT.search(query):
         return True
-    return _REMIND.search(query) is not None and _USER_SAID.search(query) is None
+    remind = _REMIND.search(query)
+    if remind is None or _USER_SAID.search(query):
+        return False
+    recalled = _SENTENCE_END.split(query[remind.end() :], maxsplit=1)[0]
+    return _FIRST_PERSON.search(recalled) is None
 
 
 # A question in the first person ("what did I...", "my dog") is about the user: what they said

@@ -274,6 +274,23 @@ def speakers(store: Store, entity_id: str) -> list[str]:
     return [name for (name,) in rows]
 
 
+def speaking_in(store: Store, entity_id: str, names: Sequence[str], roles: set[str]) -> set[str]:
+    """Those of ``names`` that speak in one of ``roles`` in the entity's messages (the user's
+    name, say): one indexed probe per name."""
+    if not roles:
+        return set()
+    marks = ",".join("?" * len(roles))
+    return {
+        name
+        for name in names
+        if store.conn.execute(
+            f"SELECT 1 FROM messages WHERE entity_id = ? AND name = ? AND role IN ({marks}) "
+            "LIMIT 1",
+            (entity_id, name, *sorted(roles)),
+        ).fetchone()
+    }
+
+
 def neighbours(store: Store, ids: Sequence[int]) -> dict[int, tuple[int | None, int | None]]:
     """For each message id, the ids of the turns just before and after it in its session."""
     ids = list(ids)
