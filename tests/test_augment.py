@@ -57,6 +57,31 @@ def test_rule_extractor_finds_first_person_statements(text: str, expected: str, 
     assert next(m for m in found.memories if m.content == expected).kind == kind
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A dash starts a new clause: the object ends before it.
+        ("I took the kids to the museum - it was so cool!", {"Ana took the kids to the museum"}),
+        ("I love pottery - the creativity is awesome.", {"Ana likes pottery"}),
+        # No object once the time words are out, or one that says nothing by itself, or the
+        # listener's: no memory.
+        ("It helps with the stuff I'm going through.", set()),
+        ("These figurines I bought yesterday remind me of family love.", set()),
+        ("I painted it last week.", set()),
+        ("I like how you tell your stories.", set()),
+        # "that" as a determiner is kept.
+        (
+            "I painted that lake sunrise last year.",
+            {"Ana painted that lake sunrise around 2023-05-09"},
+        ),
+    ],
+)
+def test_rule_extractor_keeps_only_objects_that_say_something(
+    text: str, expected: set[str]
+) -> None:
+    assert contents(RuleExtractor().extract([turn(text)])) == expected
+
+
 def test_rule_extractor_skips_questions_assistants_and_negations() -> None:
     extractor = RuleExtractor()
     assert extractor.extract([turn("Do I live in Paris?")]).memories == []

@@ -27,7 +27,7 @@ _PERSON = r"(?P<x>[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)"
 # An object phrase, cut where the clause ends.
 _OBJECT = (
     r"(?P<x>[^.,;:!?()\n]{2,80}?)(?=\s+(?:and|but|because|since|though|although|so|when|"
-    r"while|if|once|which|who|as|than)\b|\s*[.,;:!?()\n]|\s*$)"
+    r"while|if|once|which|who|as|than)\b|\s*[.,;:!?()\n]|\s+[-\u2013\u2014]+\s|\s*$)"
 )
 _DATE = _OBJECT.replace("?P<x>", "?P<date>")
 _TIME_WORDS = re.compile(
@@ -120,6 +120,14 @@ class _Found:
 _Rule = tuple[re.Pattern[str], Callable[[_Found], tuple[list[MemoryDraft], list[TripleDraft]]]]
 
 
+# An object that is only a pronoun for something said before ("I loved that", "I painted it")
+# or that belongs to the listener ("I like how you tell your stories"): a memory about the
+# speaker cannot hold it.
+_VAGUE_OBJECT = re.compile(
+    r"^(?:it|it's|that|this|these|those|them)$|\b(?:you|your|yours)\b", re.IGNORECASE
+)
+
+
 def _clean(text: str, about: str) -> str:
     """An object phrase in the third person: "my" becomes the speaker's."""
     text = re.sub(r"\bmy\b", f"{about}'s", text.strip(), flags=re.IGNORECASE)
@@ -128,6 +136,21 @@ def _clean(text: str, about: str) -> str:
     while words and words[-1].casefold().strip(",.;:!-") in DANGLING:
         words.pop()  # "... the time of": cut after ten words, not mid-phrase
     return " ".join(words)
+
+
+def _dated_object(found: _Found) -> tuple[str, str] | None:
+    """An event's object phrase and its date (" on 2024-05-07") from the turn's time words,
+    or None when no object is left once the time words are out ("I'm planning for
+    tomorrow") or it says nothing by itself (see :data:`_VAGUE_OBJECT`)."""
+    thing = _clean(found.match["x"], found.about)
+    date = _when(found.turn, found.match.group(0))
+    if date:
+        if _TIME_WORDS.match(thing):
+            return None  # "figurines I bought yesterday remind me of...": no object
+        thing = _clean(_TIME_WORDS.sub("", thing), found.about)
+    if not thing or _VAGUE_OBJECT.search(thing):
+        return None
+    return thing, date
 
 
 def _memory(
@@ -243,7 +266,7 @@ def _age(f: _Found) -> tuple[list[MemoryDraft], list[TripleDraft]]:
 def _preference(positive: bool) -> Callable[[_Found], tuple[list[MemoryDraft], list[TripleDraft]]]:
     def rule(f: _Found) -> tuple[list[MemoryDraft], list[TripleDraft]]:
         thing = _clean(f.match["x"], f.about)
-        if len(thing) < 2 or thing.lower() in {"it", "that", "this", "them", "to", "you"}:
+        if len(thing) < 2 or thing.lower() == "to" or _VAGUE_OBJECT.search(thing):
             return [], []
         verb = f.match.groupdict().get("verb", "")
         if positive and verb and verb.lower() == "prefer":
@@ -316,18 +339,18 @@ _EVENT_VERBS = (
 
 
 def _event(f: _Found) -> tuple[list[MemoryDraft], list[TripleDraft]]:
-    verb, thing = f.match["verb"].lower(), _clean(f.match["x"], f.about)
-    date = _when(f.turn, f.match.group(0))
-    thing = _TIME_WORDS.sub("", thing) if date else thing
-    if verb == "had" and not date:  # "I had a sandwich" is not an event worth keeping
-        return [], []
-    return [_memory(f, "event", f"{f.about} {verb} {thing}{date}".strip(), None, 0.6)], []
+    verb, dated = f.match["verb"].lower(), _dated_object(f)
+    if dated is None or (verb == "had" and not dated[1]):
+        return [], []  # "I had a sandwich" is not an event worth keeping
+    thing, date = dated
+    return [_memory(f, "event", f"{f.about} {verb} {thing}{date}", None, 0.6)], []
 
 
 def _plan(f: _Found) -> tuple[list[MemoryDraft], list[TripleDraft]]:
-    thing = _clean(f.match["x"], f.about)
-    date = _when(f.turn, f.match.group(0))
-    thing = _TIME_WORDS.sub("", thing) if date else thing
+    dated = _dated_object(f)
+    if dated is None:
+        return [], []
+    thing, date = dated
     return [_memory(f, "event", f"{f.about} is planning {thing}{date}", None, 0.6)], []
 
 
