@@ -69,6 +69,11 @@ def test_rule_extractor_finds_first_person_statements(text: str, expected: str, 
         ("These figurines I bought yesterday remind me of family love.", set()),
         ("I painted it last week.", set()),
         ("I like how you tell your stories.", set()),
+        ("This is the parade I went to a few weeks ago.", set()),
+        ("The thing I like is awesome.", set()),
+        # A plan in the speaker's own words.
+        ("I'm going to a pride parade next month.", {"Ana is going to a pride parade next month"}),
+        ("I'm planning to move to Porto.", {"Ana is planning to move to Porto"}),
         # "that" as a determiner is kept.
         (
             "I painted that lake sunrise last year.",

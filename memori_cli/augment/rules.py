@@ -120,11 +120,17 @@ class _Found:
 _Rule = tuple[re.Pattern[str], Callable[[_Found], tuple[list[MemoryDraft], list[TripleDraft]]]]
 
 
-# An object that is only a pronoun for something said before ("I loved that", "I painted it")
-# or that belongs to the listener ("I like how you tell your stories"): a memory about the
-# speaker cannot hold it.
+# An object that is only a pronoun for something said before ("I loved that", "I painted it"),
+# that belongs to the listener ("I like how you tell your stories"), or that is no object at
+# all: a memory about the speaker cannot hold it.
 _VAGUE_OBJECT = re.compile(
-    r"^(?:it|it's|that|this|these|those|them)$|\b(?:you|your|yours)\b", re.IGNORECASE
+    r"^(?:it|it's|that|this|these|those|them)$|\b(?:you|your|yours)\b"
+    # a verb where the object should be ("what I like is awesome")
+    r"|^(?:is|was|are|were)\b"
+    # only a time ("the parade I went to a few weeks ago")
+    r"|^(?:a few|a couple of|some|several|\d+|one|two|three|four|five|six|seven|eight|nine|ten)"
+    r"\s+(?:minutes?|hours?|days?|weeks?|months?|years?)\s+ago$",
+    re.IGNORECASE,
 )
 
 
@@ -351,7 +357,9 @@ def _plan(f: _Found) -> tuple[list[MemoryDraft], list[TripleDraft]]:
     if dated is None:
         return [], []
     thing, date = dated
-    return [_memory(f, "event", f"{f.about} is planning {thing}{date}", None, 0.6)], []
+    # In the speaker's own words: "is going to a conference", "is planning to move".
+    said = f"{f.match['verb'].lower()} {(f.match['to'] or '').strip().lower()}".strip()
+    return [_memory(f, "event", f"{f.about} is {said} {thing}{date}", None, 0.6)], []
 
 
 def _when(turn: Turn, text: str) -> str:
@@ -506,7 +514,7 @@ _RULES: list[_Rule] = [
         _rx(rf"{_I}(?:\s+(?:just|recently|finally|also))?\s+(?P<verb>{_EVENT_VERBS})\s+{_OBJECT}"),
         _event,
     ),
-    (_rx(rf"{_I}(?:'m|\s+am)\s+(?:planning|going)\s+(?:to\s+|on\s+)?{_OBJECT}"), _plan),
+    (_rx(rf"{_I}(?:'m|\s+am)\s+(?P<verb>planning|going)\s+(?P<to>to\s+|on\s+)?{_OBJECT}"), _plan),
 ]
 
 
