@@ -71,6 +71,10 @@ def test_rule_extractor_finds_first_person_statements(text: str, expected: str, 
         ("I like how you tell your stories.", set()),
         ("This is the parade I went to a few weeks ago.", set()),
         ("The thing I like is awesome.", set()),
+        ("I love these ideas!", set()),
+        ("The mug I bought at the museum gift shop broke.", set()),
+        # A verb with its preposition keeps what follows it.
+        ("I ran into an old friend.", {"Ana ran into an old friend"}),
         # A plan in the speaker's own words.
         ("I'm going to a pride parade next month.", {"Ana is going to a pride parade next month"}),
         ("I'm planning to move to Porto.", {"Ana is planning to move to Porto"}),

@@ -134,6 +134,15 @@ _VAGUE_OBJECT = re.compile(
 )
 
 
+# What a user likes in a reply ("I like these ideas", "I love your suggestions"): no lasting
+# preference.
+_REPLY_OBJECT = re.compile(
+    r"^(?:the|these|those|this|that|all the|all these|both)\s+(?:ideas?|suggestions?|tips?|"
+    r"recommendations?|options?|advice|points?|examples?|ones?|list|plan)$",
+    re.IGNORECASE,
+)
+
+
 def _clean(text: str, about: str) -> str:
     """An object phrase in the third person: "my" becomes the speaker's."""
     text = re.sub(r"\bmy\b", f"{about}'s", text.strip(), flags=re.IGNORECASE)
@@ -272,7 +281,12 @@ def _age(f: _Found) -> tuple[list[MemoryDraft], list[TripleDraft]]:
 def _preference(positive: bool) -> Callable[[_Found], tuple[list[MemoryDraft], list[TripleDraft]]]:
     def rule(f: _Found) -> tuple[list[MemoryDraft], list[TripleDraft]]:
         thing = _clean(f.match["x"], f.about)
-        if len(thing) < 2 or thing.lower() == "to" or _VAGUE_OBJECT.search(thing):
+        if (
+            len(thing) < 2
+            or thing.lower() == "to"
+            or _VAGUE_OBJECT.search(thing)
+            or _REPLY_OBJECT.search(thing)
+        ):
             return [], []
         verb = f.match.groupdict().get("verb", "")
         if positive and verb and verb.lower() == "prefer":
@@ -344,11 +358,18 @@ _EVENT_VERBS = (
 )
 
 
+# What follows a verb that takes an object when the object was left out ("the photo I took in
+# my backyard", "I attended at the museum").
+_NO_OBJECT = re.compile(r"^(?:in|at|on|from|with|for|by|alone|there|here)\b", re.I)
+
+
 def _event(f: _Found) -> tuple[list[MemoryDraft], list[TripleDraft]]:
     verb, dated = f.match["verb"].lower(), _dated_object(f)
     if dated is None or (verb == "had" and not dated[1]):
         return [], []  # "I had a sandwich" is not an event worth keeping
     thing, date = dated
+    if not verb.endswith((" to", " for", " from")) and _NO_OBJECT.search(thing):
+        return [], []
     return [_memory(f, "event", f"{f.about} {verb} {thing}{date}", None, 0.6)], []
 
 
