@@ -125,10 +125,12 @@ _Rule = tuple[re.Pattern[str], Callable[[_Found], tuple[list[MemoryDraft], list[
 # all: a memory about the speaker cannot hold it.
 _VAGUE_OBJECT = re.compile(
     r"^(?:it|it's|that|this|these|those|them)$|\b(?:you|your|yours)\b"
-    # a verb where the object should be ("what I like is awesome")
-    r"|^(?:is|was|are|were)\b"
+    # a verb, "better" or nothing where the object should be ("what I like is awesome",
+    # "I like it better", "I like - it's got a great layout")
+    r"|^(?:is|was|are|were|better)\b|^[-\u2013\u2014]"
     # only a time ("the parade I went to a few weeks ago")
-    r"|^(?:a few|a couple of|some|several|\d+|one|two|three|four|five|six|seven|eight|nine|ten)"
+    r"|^(?:about |around |almost |over |nearly |just |only )?(?:a|an|a few|a couple of|some|"
+    r"several|\d+|one|two|three|four|five|six|seven|eight|nine|ten)"
     r"\s+(?:minutes?|hours?|days?|weeks?|months?|years?)\s+ago$",
     re.IGNORECASE,
 )
