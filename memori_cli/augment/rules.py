@@ -157,13 +157,14 @@ def _clean(text: str, about: str) -> str:
 
 def _dated_object(found: _Found) -> tuple[str, str] | None:
     """An event's object phrase and its date (" on 2024-05-07") from the turn's time words,
-    or None when no object is left once the time words are out ("I'm planning for
-    tomorrow") or it says nothing by itself (see :data:`_VAGUE_OBJECT`)."""
+    or None when no object is left ("the stuff I'm going through"; "figurines I bought
+    yesterday remind me...": only time words) or it says nothing by itself (see
+    :data:`_VAGUE_OBJECT`)."""
     thing = _clean(found.match["x"], found.about)
     date = _when(found.turn, found.match.group(0))
     if date:
         if _TIME_WORDS.match(thing):
-            return None  # "figurines I bought yesterday remind me of...": no object
+            return None
         thing = _clean(_TIME_WORDS.sub("", thing), found.about)
     if not thing or _VAGUE_OBJECT.search(thing):
         return None
