@@ -378,7 +378,7 @@ class Memori:
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, RecallWarning, stacklevel=4)
+            warnings.warn(message, RecallWarning, stacklevel=5)
 
     # -- reading -------------------------------------------------------------------------
     def recall(
@@ -430,9 +430,7 @@ class Memori:
                 stacklevel=2,
             )
             request = dataclasses.replace(request, query=clipped)
-        return recall.recall(
-            self.store, request, self._query_vector(request.query), config=self.config.ranking
-        )
+        return recall.recall(self.store, request, self._query_vector, config=self.config.ranking)
 
     async def arecall(self, query: str, limit: int = 10, **options: Any) -> list[RecallHit]:
         """:meth:`recall` for asyncio code: runs in a worker thread, never blocking the loop."""

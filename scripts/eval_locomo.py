@@ -190,7 +190,7 @@ def evaluate(
                     for h in recall.recall(
                         mem.store,
                         recall.RecallRequest(q, e, limit=K_MAX),
-                        mem._query_vector(q),
+                        mem._query_vector,
                         config=graph_on,
                     )
                 ],

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -413,3 +415,35 @@ def test_a_memory_about_the_user_counts_as_about_the_asked_speaker(hmem: Memori)
         h.id: h for h in hmem.recall("What tea do I like?", 5, explain=True) if h.kind != "message"
     }
     assert found[hers].explain is not None and found[hers].explain["speaker_match"] is True
+
+
+def test_the_embedder_reads_named_speakers_as_pronouns(tmp_path: Path) -> None:
+    """Every turn's vector holds the speakers' names, so recall embeds a question with the
+    speakers it names as "they"/"their"; bm25 and the speaker weight still see the names."""
+    from memori_cli.recall.hybrid import dense_query
+
+    assert dense_query("What did Melanie paint?", {"Melanie"}) == "What did they paint?"
+    assert dense_query("Where did Jon and Gina meet?", {"Jon", "Gina"}) == "Where did they meet?"
+    assert (
+        dense_query("What do Maya Chen's kids like, Maya?", {"Maya Chen"})
+        == "What do their kids like, they?"
+    )
+    assert dense_query("What did Lena say?", {"Melanie"}) == "What did Lena say?"
+
+    seen: list[str] = []
+
+    class Recording(HashingEmbedder):
+        def embed(self, texts: Sequence[str]) -> Any:
+            seen.extend(texts)
+            return super().embed(texts)
+
+    mem = Memori(conn=tmp_path / "r.db", embedder=Recording())
+    mem.add_messages([
+        {"role": "user", "name": "Melanie", "content": "I went swimming with the kids."},
+        {"role": "user", "name": "Caroline", "content": "Wow Melanie, Melanie, lovely!"},
+    ])  # fmt: skip
+    mem.augment()
+    seen.clear()
+    hits = mem.recall("What did Melanie do with Melanie's kids?", 1, memories=False)
+    assert seen == ["What did they do with their kids?"]
+    assert hits[0].name == "Melanie"

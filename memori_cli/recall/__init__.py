@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ from .hybrid import (
     RankingConfig,
     asked_roles,
     candidates,
+    dense_query,
     fuse,
     mentioned_speakers,
     rank,
@@ -115,12 +116,13 @@ def clip_query(query: str, limit: int = MAX_QUERY_CHARS) -> str:
 def recall(
     store: Store,
     request: RecallRequest,
-    query_vector: np.ndarray | None,
+    embed: Callable[[str], np.ndarray | None] | None,
     *,
     config: RankingConfig | None = None,
 ) -> list[RecallHit]:
     """The entity's best ``request.limit`` messages and memories for ``request.query``: bm25
-    and, given a query vector, nearest neighbours, fused and ranked (see :mod:`.hybrid`).
+    and, given ``embed`` (text -> vector, or None where vectors cannot serve), nearest
+    neighbours, fused and ranked (see :mod:`.hybrid`).
 
     Memories are those true now, or at ``request.as_of`` (then only messages written by that
     time count too). ``request.memories=False`` searches messages only.
@@ -131,6 +133,7 @@ def recall(
     entity, query = request.entity, request.query
     names = speakers(store, entity)
     about = mentioned_speakers(query, names) if config.speaker_weight else set()
+    query_vector = embed(dense_query(query, about)) if embed is not None else None
     lexical, nearest = candidates(store, request, query_vector, config=config, speakers=about)
     around = neighbours(store, [row["id"] for row in lexical]) if config.neighbour_weight else {}
     graph_messages, graph_memories = _graph(store, entity, query, about, request.as_of, config)

@@ -58,6 +58,24 @@ def speaker_words(speakers: set[str]) -> set[str]:
     return {w for name in speakers for w in _WORD.findall(name.lower())}
 
 
+def dense_query(query: str, speakers: set[str]) -> str:
+    """The query as the embedder reads it: the speakers it names become "they" and "their".
+
+    Every turn's vector holds its speaker's name and the previous speaker's (see
+    augment/embedding.py), so in a conversation between them a name tells no turn apart and
+    only pulls the query towards turns that address that person ("Wow, Melanie!"); the
+    speaker weight does what the name should. LoCoMo dev R@10 0.793 -> 0.822 (multi-hop
+    0.390 -> 0.509, temporal 0.984 -> 0.937); names removed instead: 0.812.
+    """
+    if not speakers:
+        return query
+    forms = sorted({f for name in speakers for f in (name, name.split()[0])}, key=len, reverse=True)
+    names = "|".join(re.escape(form) for form in forms)
+    query = re.sub(rf"\b(?:{names})\s+and\s+(?:{names})\b", "they", query, flags=re.I)
+    query = re.sub(rf"\b(?:{names})['\u2019]s\b", "their", query, flags=re.I)
+    return re.sub(rf"\b(?:{names})\b", "they", query, flags=re.I)
+
+
 def mentioned_speakers(query: str, names: list[str]) -> set[str]:
     """The speaker names whose first word the query contains (case-insensitively)."""
     words = {w.lower() for w in _WORD.findall(query)}
