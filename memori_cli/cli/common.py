@@ -45,7 +45,7 @@ MARKUP: Literal["markdown"] = "markdown"
 class State:
     """Options of the top-level callback, shared with subcommands through ``ctx.obj``."""
 
-    def __init__(self, db: Path | None = None):
+    def __init__(self, db: Path | str | None = None):
         self.db = db
         self._memori: Memori | None = None
 

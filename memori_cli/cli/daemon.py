@@ -29,6 +29,11 @@ daemon_app = typer.Typer(
 
 def _db(ctx: typer.Context) -> Path:
     db = state(ctx).db
+    if isinstance(db, str):  # a PostgreSQL URL (State keeps every path a Path)
+        raise MemoriError(
+            "the daemon serves SQLite stores only for now; on PostgreSQL run "
+            "`memori --db URL augment` (a foreground worker) instead"
+        )
     return (db or paths.default_db_path()).expanduser().resolve()
 
 

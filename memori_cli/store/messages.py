@@ -11,7 +11,6 @@ from typing import Any
 
 from ..errors import ForgetWarning
 from ..parts import EntityInfo, Session
-from . import connect
 from .core import Store, Tx, dict_rows, now_iso
 from .reply import reply_context
 
@@ -213,7 +212,7 @@ def forget_entity(store: Store, entity_id: str) -> dict[str, int]:
             column = "id" if table == "entities" else "entity_id"
             cursor = conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (entity_id,))
             removed[table] = cursor.rowcount
-        connect.purge_fts(conn)  # where FTS5 secure-delete is off (SQLite before 3.44)
+        store.backend.after_delete(conn)  # the search indexes let the text go now
     if store.matrices is not None:
         store.matrices.drop(entity_id)
     if not store.checkpoint():

@@ -99,6 +99,7 @@ from typing import Any
 
 from ...errors import ExtensionError, StoreError
 from . import schema
+from .qmark import QmarkConnection
 
 #: Milliseconds one statement may run before the server cancels it (nothing hangs forever).
 STATEMENT_TIMEOUT_MS = 300_000
@@ -163,11 +164,25 @@ def _entity_key(entity: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def _raw(conn: Any) -> Any:
+    """The psycopg connection behind what the store hands a backend method: its
+    :class:`~.qmark.QmarkConnection`, or a ``Tx`` over one (this module's SQL is psycopg's)."""
+    if isinstance(conn, QmarkConnection):
+        return conn.raw
+    inner = getattr(conn, "connection", None)  # a store Tx
+    if isinstance(inner, QmarkConnection):
+        return inner.raw
+    return conn
+
+
 class PostgresBackend:
     """The PostgreSQL engine (see the module docstring). Stateless: one instance serves all."""
 
     name = "postgres"
-    paramstyle = "format"
+    #: The shared modules' SQL is qmark: :meth:`adapt` translates it for psycopg.
+    paramstyle = "qmark"
+    #: Scalar smallest / largest of two values (SQLite's two-argument min / max).
+    least, greatest = "least", "greatest"
     #: psycopg's base error (empty without the driver: nothing can be raised by it then).
     errors: tuple[type[Exception], ...]
 
@@ -191,7 +206,21 @@ class PostgresBackend:
         # A sibling from the same driver: psycopg is the only one this backend speaks.
         return self.connect(target)
 
+    def adapt(self, conn: Any) -> Any:
+        """``conn`` able to run the shared modules' ``?`` SQL (see :mod:`.qmark`)."""
+        return conn if isinstance(conn, QmarkConnection) else QmarkConnection(conn)
+
+    # -- what the shared SQL spells differently --------------------------------------------
+    def json_array(self, expr: str) -> str:
+        """An aggregate: the JSON text of an array of ``expr`` over the group (``[]`` for
+        none), as SQLite's ``json_group_array``."""
+        return f"coalesce(json_agg({expr}), '[]'::json)::text"
+
+    def after_delete(self, tx: Any) -> None:
+        """Nothing: the triggers remove deleted rows' postings in the same statement."""
+
     def configure(self, conn: Any, *, read_only: bool = False) -> None:
+        conn = _raw(conn)
         conn.execute(
             f"SET statement_timeout = {int(STATEMENT_TIMEOUT_MS)};"
             f" SET lock_timeout = {int(LOCK_TIMEOUT_MS)};"
@@ -215,6 +244,7 @@ class PostgresBackend:
     def migrate(self, conn: Any) -> None:
         """Apply the pending migrations of :data:`schema.MIGRATIONS`, all in one transaction
         under an advisory lock (a second process waits, then finds nothing pending)."""
+        conn = _raw(conn)
         if not self._pending(conn):
             return
         conn.execute("BEGIN")
@@ -236,6 +266,7 @@ class PostgresBackend:
             raise
 
     def _pending(self, conn: Any) -> list[str]:
+        conn = _raw(conn)
         (exists,) = conn.execute("SELECT to_regclass('_sqlite_migrations') IS NOT NULL").fetchone()
         done: set[str] = set()
         if exists:
@@ -249,6 +280,7 @@ class PostgresBackend:
 
     # -- transactions ----------------------------------------------------------------------
     def begin(self, conn: Any, *, entity: str | None = None) -> None:
+        conn = _raw(conn)
         conn.execute("BEGIN")
         try:
             if entity is None:
@@ -266,6 +298,7 @@ class PostgresBackend:
     def begin_queue(self, conn: Any) -> None:
         """Begin a write that takes no entity's lock (claims, lease checks): the store-wide
         lock shared, so it runs beside other entities' writes and other claims."""
+        conn = _raw(conn)
         conn.execute("BEGIN")
         try:
             conn.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", (_LOCK_SPACE, _STORE_LOCK))
@@ -275,14 +308,17 @@ class PostgresBackend:
             raise
 
     def commit(self, conn: Any) -> None:
+        conn = _raw(conn)
         # Delivered to listeners only if the transaction commits.
         conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
         conn.execute("COMMIT")
 
     def rollback(self, conn: Any) -> None:
+        conn = _raw(conn)
         conn.execute("ROLLBACK")
 
     def in_transaction(self, conn: Any) -> bool:
+        conn = _raw(conn)
         from psycopg.pq import TransactionStatus
 
         return bool(conn.info.transaction_status != TransactionStatus.IDLE)
@@ -390,6 +426,7 @@ class PostgresBackend:
         params: list[Any],
         limit: int,
     ) -> list[dict[str, Any]]:
+        conn = _raw(conn)
         if not terms or limit <= 0:
             return []
         cursor = self._bm25(
@@ -411,6 +448,7 @@ class PostgresBackend:
         params: list[Any],
         limit: int,
     ) -> list[tuple[int, float]]:
+        conn = _raw(conn)
         if not terms or limit <= 0:
             return []
         rows = self._bm25(
@@ -420,6 +458,7 @@ class PostgresBackend:
 
     # -- bulk writes -----------------------------------------------------------------------
     def insert_messages(self, tx: Any, rows: list[tuple[Any, ...]]) -> list[tuple[int, str, int]]:
+        tx = _raw(tx)
         if not rows:
             return []
         # Rows of 12 (the last: the context the message is indexed with), or 11 without it.
@@ -440,6 +479,7 @@ class PostgresBackend:
         return sorted((int(i), str(e), int(s)) for i, e, s in inserted)
 
     def insert_jobs(self, tx: Any, rows: list[tuple[Any, ...]]) -> list[int]:
+        tx = _raw(tx)
         if not rows:
             return []
         columns = list(zip(*rows, strict=True))
@@ -459,6 +499,7 @@ class PostgresBackend:
     def now(self, conn: Any) -> float:
         """The server's clock in epoch seconds: the one clock every host's daemons share
         (phase 2 passes it as ``claim_jobs``' ``now``; hosts' own clocks differ)."""
+        conn = _raw(conn)
         (value,) = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
         return float(value)
 
@@ -474,6 +515,7 @@ class PostgresBackend:
         max_attempts: int,
         stamp: str,
     ) -> list[tuple[Any, ...]]:
+        tx = _raw(tx)
         # Rows another claim holds are skipped, never waited on: two workers never get the
         # same job, and neither waits for the other.
         tx.execute(
@@ -505,6 +547,7 @@ class PostgresBackend:
         return sorted((tuple(row) for row in rows), key=lambda row: int(row[0]))
 
     def lease_held(self, tx: Any, job_id: int, owner: str) -> bool:
+        tx = _raw(tx)
         row = tx.execute(
             """SELECT 1 FROM jobs WHERE id = %s AND status = 'running' AND lease_owner = %s
                FOR UPDATE""",
@@ -514,6 +557,7 @@ class PostgresBackend:
 
     # -- changes and housekeeping ----------------------------------------------------------
     def change_token(self, conn: Any) -> int:
+        conn = _raw(conn)
         # The snapshot's xmax moves when a write transaction starts after the last reading,
         # its list of running ones when one that was running ends: a commit always moves it.
         (snapshot,) = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
@@ -542,6 +586,7 @@ class PostgresBackend:
                 delay = min(delay * 2, 5.0)
 
     def after_forget(self, conn: Any, *, attempts: int = 5, wait_ms: int = 200) -> bool:
+        conn = _raw(conn)
         # VACUUM marks the deleted rows' space free for reuse (it cannot run inside a
         # transaction: autocommit). Rows an older snapshot still sees stay until it ends.
         tables = [
@@ -558,6 +603,7 @@ class PostgresBackend:
         return True
 
     def versions(self, conn: Any) -> dict[str, str]:
+        conn = _raw(conn)
         import importlib.metadata
 
         psycopg = _psycopg()
@@ -582,6 +628,8 @@ class PostgresBackend:
         """``memori doctor``'s lines: the server and pgvector versions and the URL with the
         password masked (``conn`` None: only the driver, no server to ask)."""
         psycopg = _psycopg()
+        if conn is not None:
+            conn = _raw(conn)
         if conn is None:
             return [
                 {
@@ -630,5 +678,6 @@ def _utc_now() -> Any:
 
 #: The PostgreSQL backend (stateless, shared).
 POSTGRES = PostgresBackend()
+QmarkConnection.backend = POSTGRES
 
 __all__ = ["POSTGRES", "PostgresBackend", "masked_url"]

@@ -76,6 +76,8 @@ class SqliteBackend:
     name = "sqlite"
     paramstyle = "qmark"
     errors = connect.DatabaseError
+    #: Scalar smallest / largest of two values: SQLite's two-argument min / max.
+    least, greatest = "min", "max"
 
     # -- connections -----------------------------------------------------------------------
     def connect(self, target: str, *, read_only: bool = False) -> Any:
@@ -84,8 +86,21 @@ class SqliteBackend:
     def connect_like(self, conn: Any, target: str) -> Any:
         return connect.same_driver(conn, target)
 
+    def adapt(self, conn: Any) -> Any:
+        return conn  # the shared modules' SQL is SQLite's own
+
     def configure(self, conn: Any, *, read_only: bool = False) -> None:
         connect.configure(conn, read_only=read_only)
+
+    # -- what the shared SQL spells differently --------------------------------------------
+    def json_array(self, expr: str) -> str:
+        return f"json_group_array({expr})"
+
+    def after_delete(self, tx: Any) -> None:
+        connect.purge_fts(tx)  # where FTS5 secure-delete is off (SQLite before 3.44)
+
+    def now(self, conn: Any) -> float:
+        return time.time()  # one file on one host: the host's clock
 
     def migrate(self, conn: Any) -> None:
         # One BEGIN IMMEDIATE for all pending migrations; an up-to-date store is only read.

@@ -1,0 +1,279 @@
+"""The library end to end on PostgreSQL: ``Memori(conn="postgresql://...")`` imports, recalls
+(lexical and hybrid, ``as_of``, explain), augments with the rule extractor (memories, graph
+triples, jobs), re-imports without duplicates and forgets every row, with the same results as
+SQLite on the same transcript. Skipped without a server (``MEMORI_TEST_POSTGRES``; scripts/test
+starts one); the first tests need none."""
+
+from __future__ import annotations
+
+import importlib.util
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from memori_cli import Memori
+from memori_cli.errors import StoreError
+from memori_cli.store import graph, jobs
+from memori_cli.store.backend import backend_for, mask_url
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "maya.jsonl"
+QUERIES = ["where does Maya live", "Lisbon", "what is Maya allergic to", "ferry routing software"]
+
+
+# -- without a server ----------------------------------------------------------------------
+def test_qmark_sql_is_translated_for_psycopg() -> None:
+    pytest.importorskip("psycopg")
+    from memori_cli.store.postgres.qmark import translate
+
+    # In order; a literal % doubled everywhere; a ? in a quoted literal is no placeholder.
+    assert translate("SELECT ?, '?%' FROM t WHERE a LIKE 'x%' AND b = ?") == (
+        "SELECT %s, '?%%' FROM t WHERE a LIKE 'x%%' AND b = %s",
+        None,
+    )
+    # SQLite's numbered ?NNN: the value repeats; a plain ? follows the largest number so far.
+    sql, order = translate("DELETE FROM x WHERE id = ? AND (s = ?1 OR o = ?1) AND k = ?")
+    assert sql == "DELETE FROM x WHERE id = %s AND (s = %s OR o = %s) AND k = %s"
+    assert order == (0, 0, 0, 1)
+    assert translate('SELECT "a?b" FROM t WHERE c = ?2 AND d = ?1')[1] == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://me:s3cret@db:5432/memori", "postgresql://me:***@db:5432/memori"),
+        ("postgres://me@db/memori?sslmode=require", "postgres://me@db/memori?sslmode=require"),
+        (
+            "postgresql:///memori?host=/run/pg&password=s3cret",
+            "postgresql:///memori?host=/run/pg&password=***",
+        ),
+    ],
+)
+def test_a_url_is_shown_with_its_password_masked(url: str, shown: str) -> None:
+    pytest.importorskip("psycopg")
+    assert mask_url(url) == shown
+    mem = Memori(conn=url)
+    assert mem.store.describe() == shown
+    assert "s3cret" not in repr(mem.store.describe())
+
+
+def test_without_psycopg_a_postgresql_url_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name == "psycopg" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(StoreError, match=r"memori-cli\[postgres\]"):
+        backend_for("postgresql://db/memori")
+    with pytest.raises(StoreError, match=r"memori-cli\[postgres\]"):
+        Memori(conn="postgres://db/memori")
+
+
+def test_the_cli_keeps_a_postgresql_url_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("psycopg")
+    from memori_cli.cli import app
+    from memori_cli.cli.common import State
+
+    seen: list[Any] = []
+    monkeypatch.setattr(State, "memori", lambda self, **_: seen.append(self.db) or _stop())
+    monkeypatch.chdir(tmp_path)
+    CliRunner().invoke(app, ["--db", "postgresql://me@db/memori", "stats"])
+    assert seen == ["postgresql://me@db/memori"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def _stop() -> Any:
+    raise SystemExit(0)
+
+
+# -- on the test server --------------------------------------------------------------------
+@pytest.fixture
+def pg_url(postgres_url: str) -> str:
+    """The test's new database as the ``postgresql://`` URL ``Memori(conn=...)`` takes."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = {k: str(v) for k, v in conninfo_to_dict(postgres_url).items()}
+    dbname = urllib.parse.quote(params.pop("dbname"), safe="")
+    return f"postgresql:///{dbname}?{urllib.parse.urlencode(params)}"
+
+
+@pytest.fixture
+def pg(pg_url: str) -> Iterator[Memori]:
+    memori = Memori(conn=pg_url)
+    yield memori
+    memori.close()
+
+
+def _filled(mem: Memori, entities: tuple[str, ...] = ("maya", "other")) -> Memori:
+    for entity in entities:
+        report = mem.import_file(EXAMPLE, entity_id=entity)
+        assert (report.imported, report.duplicates) == (23, 0)
+    return mem
+
+
+def _rows(mem: Memori) -> dict[str, int]:
+    """Rows of every table of the store (PostgreSQL's catalog)."""
+    tables = [
+        name
+        for (name,) in mem.store.conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1"
+        )
+    ]
+    return {
+        t: int(mem.store.conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in tables
+    }
+
+
+def _hits(mem: Memori, query: str, **options: Any) -> list[tuple[str, str]]:
+    return [(h.kind, h.content) for h in mem.recall(query, entity_id="maya", **options)]
+
+
+def test_the_library_runs_end_to_end_on_postgresql(pg: Memori) -> None:
+    assert pg.store.backend.name == "postgres"
+    _filled(pg)
+    before = _rows(pg)
+    assert before["messages"] == 46 and before["jobs"] == 8 and before["sessions"] == 8
+
+    # Lexical recall before augmentation: messages only, the entity's own.
+    lexical = pg.recall("Lisbon", entity_id="maya")
+    assert lexical and all(h.kind == "message" and h.entity == "maya" for h in lexical)
+    assert any("Lisbon" in h.content for h in lexical)
+
+    report = pg.augment()
+    assert report.jobs_done == 8 and report.jobs_failed == 0
+    assert report.memories_created > 0 and report.triples > 0 and report.embedded == 46
+    assert jobs.depth(pg.store, "maya") == {"pending": 0, "running": 0, "failed": 0, "done": 4}
+    listed = jobs.list_jobs(pg.store, status="done")
+    assert len(listed) == 8 and sum(j.messages or 0 for j in listed) == 46
+    job = jobs.get_job(pg.store, listed[0].id)
+    assert job is not None and len(job["message_ids"]) == listed[0].messages
+
+    # Hybrid recall with explain: the memory first, its sources cited, vectors took part.
+    hits = pg.recall("where does Maya live", entity_id="maya", explain=True)
+    assert hits[0].content == "Maya lives in Lisbon" and hits[0].source_ids
+    assert any("vector_rank" in (h.explain or {}) for h in hits)
+    # As of the first day: only what was said and held by then.
+    early = pg.recall("where does Maya live", entity_id="maya", as_of="2026-03-03")
+    assert early and all(h.created_at < "2026-03-03" for h in early)
+    assert any(h.created_at >= "2026-03-03" for h in pg.recall("Maya", entity_id="maya"))
+    assert pg.recall("where does Maya live", entity_id="maya", as_of="2026-01-01") == []
+
+    # The graph: nodes, edges with their sources, one entity's only.
+    stats = graph.stats(pg.store, "maya")
+    assert stats["edges"] > 0 and stats["nodes"] > 0
+    edges = graph.edges(pg.store, "maya")
+    assert all(e.sources for e in edges)
+    assert any(e.predicate == "lives_in" and e.object == "Lisbon" for e in edges)
+    assert graph.search(pg.store, "maya", "LISB")[0].name == "Lisbon"
+
+    # Re-importing adds nothing (messages, jobs, sessions).
+    again = pg.import_file(EXAMPLE, entity_id="maya")
+    assert (again.imported, again.duplicates) == (0, 23)
+    after = _rows(pg)
+    assert {k: after[k] for k in ("messages", "jobs", "sessions")} == {
+        "messages": 46,
+        "jobs": 8,
+        "sessions": 8,
+    }
+
+    # Forget: every table that holds the entity's rows loses them; the other entity stays.
+    removed = pg.forget("maya")
+    assert removed["messages"] == 23 and removed["memories"] > 0
+    left = _rows(pg)
+    for table, count in left.items():
+        columns = {
+            c
+            for (c,) in pg.store.conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                (table,),
+            )
+        }
+        column = "id" if table == "entities" else "entity_id" if "entity_id" in columns else None
+        if column is not None:
+            (mine,) = pg.store.conn.execute(
+                f'SELECT count(*) FROM "{table}" WHERE {column} = ?', ("maya",)
+            ).fetchone()
+            assert mine == 0, table
+        if table not in ("_sqlite_migrations", "settings", "processes", "vector_changes"):
+            assert count < after[table] or after[table] == 0, table
+    assert left["messages"] == 23 and left["message_embeddings"] == 23
+    assert pg.recall("where does Maya live", entity_id="maya") == []
+    assert pg.recall("where does Maya live", entity_id="other")[0].content == "Maya lives in Lisbon"
+
+
+def test_postgresql_gives_what_sqlite_gives(pg: Memori, tmp_path: Path) -> None:
+    lite = Memori(conn=tmp_path / "memori.db")
+    try:
+        # One entity: FTS5's bm25 statistics are the file's, PostgreSQL's the entity's.
+        for mem in (lite, pg):
+            _filled(mem, ("maya",)).augment()
+
+        def memories(mem: Memori) -> list[tuple[str, str, str | None]]:
+            found = mem.memories(entity_id="maya", limit=1000)
+            return sorted((m.kind, m.content, m.slot) for m in found)
+
+        def edges(mem: Memori) -> list[tuple[str, str, str, int]]:
+            return sorted(
+                (e.subject, e.predicate, e.object, e.count) for e in graph.edges(mem.store, "maya")
+            )
+
+        assert memories(pg) == memories(lite) and memories(lite)
+        assert edges(pg) == edges(lite) and edges(lite)
+        for query in QUERIES:
+            assert _hits(pg, query)[:3] == _hits(lite, query)[:3], query
+            early = {"as_of": "2026-03-03"}
+            assert _hits(pg, query, **early)[:3] == _hits(lite, query, **early)[:3], query
+    finally:
+        lite.close()
+
+
+def test_a_psycopg_factory_or_connection_is_postgresql_and_stays_the_callers(pg_url: str) -> None:
+    import psycopg
+
+    given = psycopg.connect(pg_url, autocommit=True)
+    made: list[Any] = []
+
+    def factory() -> Any:
+        made.append(psycopg.connect(pg_url, autocommit=True))
+        return made[-1]
+
+    try:
+        for conn in (factory, given):
+            mem = Memori(conn=conn)
+            assert mem.store.backend.name == "postgres"
+            mem.add_messages([{"role": "user", "content": "I live in Porto."}])
+            assert mem.recall("Porto")
+            mem.close()
+        assert not given.closed and made and not any(c.closed for c in made)
+        with pytest.raises(StoreError, match="autocommit"):
+            busy = psycopg.connect(pg_url)  # autocommit off: always inside a transaction
+            busy.execute("SELECT 1")
+            Memori(conn=busy).recall("Porto")
+    finally:
+        given.close()
+        for conn in made:
+            conn.close()
+
+
+def test_two_threads_get_their_own_connections(pg: Memori) -> None:
+    import threading
+
+    _filled(pg)
+    found: list[int] = []
+
+    def work() -> None:
+        found.append(len(pg.recall("Lisbon", entity_id="maya")))
+        pg.store.close_thread()
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(found) == 3 and found[0] > 0 and len(set(found)) == 1
