@@ -7,7 +7,6 @@ starts one); the first tests need none."""
 from __future__ import annotations
 
 import importlib.util
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,13 +93,8 @@ def _stop() -> Any:
 
 # -- on the test server --------------------------------------------------------------------
 @pytest.fixture
-def pg_url(postgres_url: str) -> str:
-    """The test's new database as the ``postgresql://`` URL ``Memori(conn=...)`` takes."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    params = {k: str(v) for k, v in conninfo_to_dict(postgres_url).items()}
-    dbname = urllib.parse.quote(params.pop("dbname"), safe="")
-    return f"postgresql:///{dbname}?{urllib.parse.urlencode(params)}"
+def pg_url(postgres_store_url: str) -> str:
+    return postgres_store_url
 
 
 @pytest.fixture
@@ -277,3 +271,35 @@ def test_two_threads_get_their_own_connections(pg: Memori) -> None:
     for t in threads:
         t.join()
     assert len(found) == 3 and found[0] > 0 and len(set(found)) == 1
+
+
+def test_the_cli_runs_on_postgresql(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from memori_cli.cli import app
+
+    monkeypatch.setenv("MEMORI_EMBEDDING_MODEL", "none")
+    # A password in the URL (trust auth ignores it) is never printed.
+    url = pg_url.replace("postgresql:///", "postgresql://postgres:hunter2@/", 1)
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        result = runner.invoke(app, ["--db", url, *args])
+        assert result.exit_code == 0, result.output
+        assert "hunter2" not in result.output
+        return result
+
+    run("import", str(EXAMPLE), "--entity", "maya")
+    run("augment")
+    hits = json.loads(run("recall", "where does Maya live", "--entity", "maya", "--json").stdout)
+    assert hits[0]["content"] == "Maya lives in Lisbon"
+    checks = {c["check"]: c for c in json.loads(run("doctor", "--json").stdout)}
+    assert checks["postgres"]["status"] == "ok" and checks["pgvector"]["status"] == "ok"
+    assert "wal" not in checks  # SQLite's write-ahead log: a server keeps its own
+    monkeypatch.setenv("MEMORI_DB", url)  # the variable selects it too
+    stats = runner.invoke(app, ["stats", "--json"])
+    assert stats.exit_code == 0 and json.loads(stats.stdout)["messages"] == 23
+    run("forget", "--entity", "maya", "--yes")
+    assert json.loads(runner.invoke(app, ["stats", "--json"]).stdout)["messages"] == 0
+    daemon = runner.invoke(app, ["daemon", "start"])
+    assert daemon.exit_code == 1 and "SQLite stores only" in " ".join(daemon.output.split())

@@ -225,7 +225,8 @@ def doctor_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
     checks.append(_import_name_check())
     checks.append(_dir_check("data dir", paths.data_dir()))
     if opened:
-        checks.append(_wal_check(mem))
+        if mem.store.backend.name == "sqlite":  # a server keeps its own log (VACUUM is forget's)
+            checks.append(_wal_check(mem))
         if mem.store.path is not None:
             for suffix in ("", "-wal", "-shm"):
                 file = Path(str(mem.store.path) + suffix)
