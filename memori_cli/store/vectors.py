@@ -147,7 +147,7 @@ def insert(conn: Any, model: str, message_ids: Sequence[int], vectors: np.ndarra
     ensure_index(conn, model, dim)
     pgvector = _pgvector(conn)
     if pgvector is not None:
-        added: Added = pgvector.add_messages(conn, model, dim, now, message_ids, vectors)
+        added: Added = pgvector.insert_message_vectors(conn, model, dim, now, message_ids, vectors)
         return added
     indexed = has_vec(conn)
     for position, (message_id, vector) in enumerate(zip(message_ids, vectors, strict=True)):
@@ -193,7 +193,7 @@ def insert_memory(conn: Any, model: str, memory_id: int, entity_id: str, vector:
     ensure_index(conn, model, int(vector.shape[0]))
     pgvector = _pgvector(conn)
     if pgvector is not None:
-        pgvector.add_memory(conn, model, memory_id, entity_id, vector)
+        pgvector.insert_memory_vector(conn, model, memory_id, entity_id, vector)
         return
     blob = vector.tobytes()
     conn.execute(

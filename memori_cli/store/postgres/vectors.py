@@ -29,7 +29,7 @@ def _text(vector: Any) -> str:
     return "[" + ",".join(map(repr, values)) + "]"
 
 
-def add_messages(
+def insert_message_vectors(
     conn: Any, model: str, dim: int, now: str, message_ids: Sequence[int], vectors: np.ndarray
 ) -> dict[str, tuple[list[int], list[int]]]:
     """Inside a write: store the vectors of the messages that still exist and have none yet
@@ -60,7 +60,9 @@ def add_messages(
     return fresh
 
 
-def add_memory(conn: Any, model: str, memory_id: int, entity_id: str, vector: Any) -> None:
+def insert_memory_vector(
+    conn: Any, model: str, memory_id: int, entity_id: str, vector: Any
+) -> None:
     """Inside a write: store a memory's vector (replacing one it had)."""
     _raw(conn).execute(
         """INSERT INTO memory_embeddings (memory_id, entity_id, model, dim, embedding)
