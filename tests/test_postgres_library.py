@@ -301,5 +301,81 @@ def test_the_cli_runs_on_postgresql(pg_url: str, monkeypatch: pytest.MonkeyPatch
     assert stats.exit_code == 0 and json.loads(stats.stdout)["messages"] == 23
     run("forget", "--entity", "maya", "--yes")
     assert json.loads(runner.invoke(app, ["stats", "--json"]).stdout)["messages"] == 0
-    daemon = runner.invoke(app, ["daemon", "start"])
-    assert daemon.exit_code == 1 and "SQLite stores only" in " ".join(daemon.output.split())
+    # A service file would hold the URL (and its password) in plain text: not written.
+    install = runner.invoke(app, ["daemon", "install"])
+    assert install.exit_code == 1 and "plain text" in " ".join(install.output.split())
+    assert "hunter2" not in install.output
+
+
+@pytest.mark.slow
+def test_the_daemon_serves_a_postgresql_store(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.setenv("MEMORI_EMBEDDING_MODEL", "none")  # the queue, not the models
+    url = pg_url.replace("postgresql:///", "postgresql://postgres:hunter2@/", 1)
+    memori = str(Path(sys.executable).parent / "memori")
+
+    def cli(*args: str) -> Any:
+        result = subprocess.run(
+            [memori, "--db", url, *args], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        assert "hunter2" not in result.stdout + result.stderr
+        return result
+
+    files = []
+    for n in range(2):
+        path = tmp_path / f"w{n}.jsonl"
+        lines = [
+            json.dumps({"role": "user", "content": f"I live in Oslo. I love tea number {i}.",
+                        "session": f"s{i % 3}", "name": "Kim", "id": f"w{n}-{i}"})
+            for i in range(40)
+        ]  # fmt: skip
+        path.write_text("\n".join(lines) + "\n")
+        files.append(path)
+    mem = Memori(conn=url)
+    mem.store.build()
+    cli("daemon", "start")
+    try:
+        # Not on any command line: other users could read the password there.
+        listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert "hunter2" not in listed
+        writers = [
+            subprocess.Popen(
+                [memori, "--db", url, "import", str(f), "--entity", f"writer{n}"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for n, f in enumerate(files)
+        ]
+        for process in writers:
+            _, stderr = process.communicate(timeout=120)
+            assert process.returncode == 0, stderr
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            depth = jobs.depth(mem.store)
+            if depth["pending"] == depth["running"] == 0:
+                break
+            time.sleep(0.1)
+        assert jobs.depth(mem.store) == {"pending": 0, "running": 0, "failed": 0, "done": 6}
+        status = json.loads(cli("daemon", "status", "--json").stdout)
+        assert status["running"] and status["store"] == mask_url(url)
+    finally:
+        cli("daemon", "stop")
+    assert not json.loads(cli("daemon", "status", "--json").stdout)["running"]
+    log = cli("daemon", "logs", "-n", "100").stdout
+    assert "started" in log and "stopped" in log and "Oslo" not in log
+    for entity in ("writer0", "writer1"):
+        assert any(m.content == "Kim lives in Oslo" for m in mem.memories(entity_id=entity))
+    (dupes,) = mem.store.conn.execute(
+        """SELECT count(*) FROM (SELECT 1 FROM memories WHERE valid_to IS NULL
+           GROUP BY entity_id, kind, about, norm HAVING count(*) > 1) AS d"""
+    ).fetchone()
+    assert dupes == 0
+    mem.close()

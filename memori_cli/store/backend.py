@@ -182,8 +182,9 @@ class Backend(Protocol):
         """A number that changes when another connection commits (compare two readings)."""
         ...
 
-    def watch(self, target: Path, stop: threading.Event, wake: threading.Event) -> None:
-        """Set ``wake`` whenever the store at ``target`` may have changed, until ``stop``.
+    def watch(self, target: Path | str, stop: threading.Event, wake: threading.Event) -> None:
+        """Set ``wake`` whenever the store at ``target`` (its file, or a server's URL as a
+        str: a ``Path`` folds a URL's ``//``) may have changed, until ``stop``.
         Hints only: :meth:`change_token` polled on a timer still finds every commit."""
         ...
 

@@ -260,11 +260,12 @@ class SqliteBackend:
         # Changes when another connection commits to the file (not for this one's commits).
         return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
-    def watch(self, target: Path, stop: threading.Event, wake: threading.Event) -> None:
+    def watch(self, target: Path | str, stop: threading.Event, wake: threading.Event) -> None:
         # A commit touches the -wal file, never the .db itself: watch the folder for the
         # store's files. Raises ImportError/OSError where file events are not available.
         import watchfiles
 
+        target = Path(target)
         prefix = target.name
 
         def ours(change: Any, path: str) -> bool:
