@@ -379,3 +379,26 @@ def test_the_daemon_serves_a_postgresql_store(
     ).fetchone()
     assert dupes == 0
     mem.close()
+
+
+def test_another_applications_database_is_refused_and_left_unchanged(pg_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE invoices (id int PRIMARY KEY)")
+    with pytest.raises(StoreError, match=r"another application's tables \(invoices\)"):
+        Memori(conn=pg_url).recall("anything")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        listed = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        tables = [name for (name,) in listed]
+        assert tables == ["invoices"]
+        conn.execute("CREATE SCHEMA memori")
+    # A schema of its own, as the error says.
+    mem = Memori(conn=f"{pg_url}&options=-csearch_path%3Dmemori")
+    mem.add_messages([{"role": "user", "content": "I live in Porto."}])
+    assert mem.recall("Porto")[0].content == "I live in Porto."
+    (schema,) = mem.store.conn.execute(
+        "SELECT schemaname FROM pg_tables WHERE tablename = 'messages'"
+    ).fetchone()
+    assert schema == "memori"
+    mem.close()

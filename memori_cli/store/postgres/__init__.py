@@ -250,6 +250,7 @@ class PostgresBackend:
         conn.execute("BEGIN")
         try:
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_SPACE, _MIGRATE_LOCK))
+            self._check_ours(conn)
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             conn.execute(schema.MIGRATIONS_TABLE)
             for name in self._pending(conn):
@@ -264,6 +265,31 @@ class PostgresBackend:
             if self.in_transaction(conn):
                 conn.execute("ROLLBACK")
             raise
+
+    def _check_ours(self, conn: Any) -> None:
+        """Raise :class:`StoreError` if the schema memori would create its tables in holds
+        another application's tables (no memori migrations recorded): memori opens only its
+        own stores or an empty schema, and leaves anything else as it was."""
+        (ours,) = conn.execute("SELECT to_regclass('_sqlite_migrations') IS NOT NULL").fetchone()
+        if ours:
+            return
+        tables = [
+            str(name)
+            for (name,) in conn.execute(
+                """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm')
+                   ORDER BY 1 LIMIT 6"""
+            )
+        ]
+        if tables:
+            shown = ", ".join(tables[:5]) + (", …" if len(tables) > 5 else "")
+            (schema_name,) = conn.execute("SELECT current_schema()").fetchone()
+            raise StoreError(
+                f"schema {schema_name!r} of this database holds another application's tables "
+                f"({shown}); memori opens only its own stores or an empty schema, and left it "
+                "unchanged. Use a database of its own (CREATE DATABASE memori), or a schema of "
+                "its own (?options=-csearch_path%3Dmemori in the URL, after CREATE SCHEMA memori)"
+            )
 
     def _pending(self, conn: Any) -> list[str]:
         conn = _raw(conn)
