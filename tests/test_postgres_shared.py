@@ -1,6 +1,6 @@
-"""The library's own tests of recall, augmentation, hybrid search and the queue, run again on
-PostgreSQL: the same test functions, their ``mem`` / ``hmem`` a PostgreSQL store. Skipped
-without a server (``MEMORI_TEST_POSTGRES``; scripts/test starts one)."""
+"""The library's own tests of recall, augmentation, hybrid search, the queue and the MCP tools,
+run again on PostgreSQL: the same test functions, their ``mem`` / ``hmem`` a PostgreSQL store.
+Skipped without a server (``MEMORI_TEST_POSTGRES``; scripts/test starts one)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,15 @@ from test_hybrid import (  # noqa: F401
     test_one_hit_does_not_crowd_out_hits_in_other_sessions,
     test_recall_is_lexical_until_embedded,
     test_vector_search_is_scoped_to_the_entity,
+)
+from test_mcp import (  # noqa: F401
+    test_allow_entity_arg_reaches_the_named_entity,
+    test_another_entitys_data_looks_exactly_like_missing,
+    test_correct_memory_without_a_slot_keeps_the_chain,
+    test_graph_names_are_never_read_as_commands,
+    test_reference_tools_round_trip,
+    test_remember_returns_at_once_and_augmentation_makes_the_memory,
+    test_remember_with_kind_and_about_stores_the_memory_now,
 )
 from test_recall import (  # noqa: F401
     test_a_question_finds_a_message_sharing_only_some_words,

@@ -233,7 +233,7 @@ def doctor_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
                 if file.exists():
                     checks.append(_mode_check(f"store{suffix or ''}", file, 0o600))
         checks.append(_embedding_check(mem))
-        checks.append(_daemon_check(mem.store.path))
+        checks.append(_daemon_check(mem.store.url or mem.store.path))
         checks.append(_queue_check(mem))
         checks.append(_stuck_check(mem))
     checks.append(_capture_check(mem))
@@ -343,7 +343,7 @@ def _embedding_check(mem: Any) -> dict[str, Any]:
             "detail": f"{embedder.name} ({embedder.dim}-d{runs}){hint}"}  # fmt: skip
 
 
-def _daemon_check(db_path: Path | None) -> dict[str, Any]:
+def _daemon_check(db_path: Path | str | None) -> dict[str, Any]:
     from memori_daemon import status
 
     daemon = status(db_path)

@@ -5,8 +5,8 @@ and the rules of the data; what only an engine knows goes through a :class:`Back
 connect and configure a connection, migrate, begin and end a write, which errors mean a full
 disk or a lock to retry, how a process learns that another one committed, how to give back
 the space and the log after a forget, and the versions ``memori doctor`` shows. SQLite
-(:mod:`memori_cli.store.sqlite`) is the first implementation; :func:`backend_for` picks the
-one a ``conn`` argument asks for.
+(:mod:`memori_cli.store.sqlite`) and PostgreSQL with pgvector (:mod:`memori_cli.store.postgres`)
+implement it; :func:`backend_for` picks the one a ``conn`` argument asks for.
 
 A backend imports nothing above the store (it is what the store stands on).
 """

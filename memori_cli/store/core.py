@@ -1,4 +1,5 @@
-"""The Store: one SQLite database, a connection per thread, migrations on first use."""
+"""The Store: one SQLite database (or a PostgreSQL one), a connection per thread, migrations
+on first use."""
 
 from __future__ import annotations
 
@@ -177,7 +178,11 @@ class Store:
 
     ``conn`` is a path, a DB-API 2.0 SQLite connection, a callable returning one (any driver:
     stdlib ``sqlite3``, ``sqlean``, ``pysqlite3``, an ``apsw`` shim), or ``None`` for the
-    default store (``$MEMORI_HOME/memori.db`` or the platform's data folder). Each thread gets
+    default store (``$MEMORI_HOME/memori.db`` or the platform's data folder). A
+    ``postgresql://`` / ``postgres://`` URL (a str), a psycopg connection or a factory
+    returning one is a PostgreSQL store (:mod:`memori_cli.store.postgres`; the ``postgres``
+    extra): no file, so no ``path``; ``url`` and :meth:`describe` name it, the password
+    masked. Each thread gets
     its own connection; the schema is migrated once, on first use. With ``create=False`` a
     missing store file raises :class:`NoStoreError` instead of being created.
 

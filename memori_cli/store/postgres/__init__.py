@@ -1,10 +1,19 @@
-"""PostgreSQL with pgvector, a second :class:`~memori_cli.store.backend.Backend` (phase 1).
+"""PostgreSQL with pgvector, a second :class:`~memori_cli.store.backend.Backend`.
 
-What exists: every ``Backend`` method, for real, on psycopg 3, held to the same contract suite
-as SQLite (``tests/test_backend_contract.py``) plus ``tests/test_postgres.py``. What does not,
-yet: the library on top of it. :func:`~memori_cli.store.backend.backend_for` still refuses
-``postgresql://`` for ``Memori(conn=...)``, because the store's shared modules write SQLite's
-SQL (below: the plan for phase 2).
+``Memori(conn="postgresql://user@host/dbname")`` (also ``postgres://``, ``--db`` and
+``MEMORI_DB``, a psycopg connection or a factory returning one) runs the whole library here:
+capture, import, augmentation, recall, the graph, forget, the CLI and the daemon. Every
+``Backend`` method is held to the same contract suite as SQLite
+(``tests/test_backend_contract.py``) plus ``tests/test_postgres.py``; the library end to end
+by ``tests/test_postgres_library.py`` and the library's own tests run again on it
+(``tests/test_postgres_shared.py``, ``tests/test_postgres_graph.py``).
+
+The shared store modules write their SQL once, with ``?`` placeholders: the store wraps each
+psycopg connection in a :class:`~.qmark.QmarkConnection` that translates it (this module's
+own SQL is psycopg's and runs on the connection underneath: :func:`_raw`). What the two
+engines spell differently goes through the backend (``least``/``greatest``,
+:meth:`PostgresBackend.json_array`, :meth:`PostgresBackend.after_delete`,
+:meth:`PostgresBackend.now`); vectors through :mod:`.vectors` (pgvector).
 
 Connections
     ``connect(target)`` takes a URL (``postgresql://user@host/db``) or a libpq conninfo
@@ -45,7 +54,8 @@ Forget
     recycled (and in base backups and replicas' WAL). ``after_forget`` VACUUMs memori's
     tables. The SQLite "byte-search of the files" guarantee is not claimed here.
 
-What the shared SQL needs for phase 2. Every statement the library runs is under
+What the shared SQL needed for phase 2 (done: kept as the map of what differs). Every
+statement the library runs is under
 ``memori_cli/store/`` (and nothing in ``daemon/``); counted over those modules except the
 engines' own (``sqlite/``, ``postgres/``, ``migrations.py``, ``migrator.py``), lines as of
 this phase (comments and docstrings included; the script and its file:line listing are in
