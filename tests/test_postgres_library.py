@@ -402,3 +402,48 @@ def test_another_applications_database_is_refused_and_left_unchanged(pg_url: str
     ).fetchone()
     assert schema == "memori"
     mem.close()
+
+
+def test_writes_lock_only_what_they_touch(pg_url: str) -> None:
+    """One entity's import runs beside another entity's open write, and so does a claim; a
+    write of the whole store waits for it (SQLite: one writer at a time, always)."""
+    import threading
+    import time
+
+    holder, other = Memori(conn=pg_url), Memori(conn=pg_url)
+    other.attribution(entity_id="b")
+    other.add_messages([{"role": "user", "content": "I live in Porto."}])
+    opened, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with holder.store.write(entity="a") as tx:
+            tx.execute("INSERT INTO entities (id, created_at) VALUES ('a', '2026')")
+            opened.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert opened.wait(10)
+        start = time.monotonic()
+        other.new_session()
+        other.add_messages([{"role": "user", "content": "I love tea."}])
+        claimed = jobs.claim(other.store, "host:1:t", limit=10)
+        assert time.monotonic() - start < 5 and len(claimed) == 2
+        blocked = threading.Event()
+
+        def whole_store() -> None:
+            with other.store.write():
+                blocked.set()
+
+        waiter = threading.Thread(target=whole_store)
+        waiter.start()
+        assert not blocked.wait(0.5)  # waits for entity a's writer
+        release.set()
+        waiter.join(10)
+        assert blocked.is_set()
+    finally:
+        release.set()
+        thread.join(10)
+        holder.close()
+        other.close()

@@ -84,6 +84,11 @@ class Backend(Protocol):
         the entity the work is for, for engines that lock per entity)."""
         ...
 
+    def begin_queue(self, conn: Any) -> None:
+        """Begin a write that touches only rows of the job queue (claims, lease checks): row
+        locks decide between workers, so it takes no entity's lock (SQLite: as :meth:`begin`)."""
+        ...
+
     def commit(self, conn: Any) -> None:
         """Finish the engine's own work of the transaction (indexes) and commit it."""
         ...

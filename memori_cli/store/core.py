@@ -522,8 +522,13 @@ class Store:
 
     # -- transactions --------------------------------------------------------------------
     @contextlib.contextmanager
-    def write(self) -> Iterator[Tx]:
+    def write(self, *, entity: str | None = None, queue: bool = False) -> Iterator[Tx]:
         """A write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error.
+
+        What it may touch says what it locks on an engine that locks finer than the file
+        (PostgreSQL): ``entity``: only that entity's rows (writes of other entities run beside
+        it); ``queue``: only rows of the job queue, which row locks decide (claims, leases);
+        neither: anything (one write at a time, as SQLite always is).
 
         Inside another write on the same thread it is a ``SAVEPOINT``: its work is undone on
         error while the outer transaction goes on (and commits or rolls back as a whole).
@@ -547,7 +552,10 @@ class Store:
         _check_idle(conn)
         tx = Tx(conn, self.backend)
         try:
-            self.backend.begin(conn)
+            if queue:
+                self.backend.begin_queue(conn)
+            else:
+                self.backend.begin(conn, entity=entity)
         except self.backend.errors as exc:
             raise self._write_error(exc) from exc
         self._local.tx = tx

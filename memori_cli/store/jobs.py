@@ -58,7 +58,7 @@ def claim(
     A job whose lease expired ``MAX_ATTEMPTS`` times (its worker keeps dying on it) is parked
     as failed instead of being handed out again.
     """
-    with store.write() as tx:
+    with store.write(queue=True) as tx:
         now = tx.backend.now(tx)  # the clock every worker of the store shares
         rows = store.backend.claim_jobs(
             tx,
@@ -118,7 +118,7 @@ def finish(tx: Tx, job: Job) -> None:
 
 def renew(store: Store, job: Job, *, lease: float = LEASE_SECONDS) -> None:
     """Extend ``job``'s lease (between the chunks of a long model run)."""
-    with store.write() as conn:
+    with store.write(queue=True) as conn:
         check_lease(conn, job)
         conn.execute(
             "UPDATE jobs SET lease_expires = ? WHERE id = ?",
@@ -133,7 +133,7 @@ def fail(
     ``retry`` is false or the attempts are used up. Returns the new status."""
     delay = BACKOFF_SECONDS * 4 ** max(0, job.attempts - 1)
     status = "pending" if retry and job.attempts < MAX_ATTEMPTS else "failed"
-    with store.write() as conn:
+    with store.write(queue=True) as conn:
         conn.execute(
             """UPDATE jobs SET status = ?, lease_owner = NULL, lease_expires = NULL,
                    run_after = ?, error = ?, output = ?, updated_at = ?
@@ -196,7 +196,7 @@ def reclaim_dead(store: Store, host: str, alive: Callable[[int], bool] = pid_ali
     of when the lease runs out."""
     dead = _dead_owned(store, host, alive)
     if dead:
-        with store.write() as conn:
+        with store.write(queue=True) as conn:
             conn.executemany(
                 "UPDATE jobs SET lease_expires = 0 WHERE id = ? AND status = 'running'",
                 [(job_id,) for job_id in dead],
@@ -206,7 +206,7 @@ def reclaim_dead(store: Store, host: str, alive: Callable[[int], bool] = pid_ali
 
 def release(store: Store, job: Job) -> None:
     """Hand ``job`` back untouched (the worker is stopping); the attempt does not count."""
-    with store.write() as conn:
+    with store.write(queue=True) as conn:
         conn.execute(
             f"""UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_expires = NULL,
                    attempts = {conn.backend.greatest}(attempts - 1, 0), updated_at = ?
@@ -226,13 +226,13 @@ def retry_failed(store: Store, job_ids: list[int] | None = None) -> int:
             return 0
         sql += f" AND id IN ({','.join('?' * len(job_ids))})"
         params += job_ids
-    with store.write() as conn:
+    with store.write(queue=True) as conn:
         return int(conn.execute(sql, params).rowcount)
 
 
 def prune(store: Store, *, older_than: float = KEEP_DONE_SECONDS) -> int:
     """Delete jobs finished more than ``older_than`` seconds ago; returns how many."""
-    with store.write() as conn:
+    with store.write(queue=True) as conn:
         cursor = conn.execute(
             "DELETE FROM jobs WHERE status = 'done' AND finished_at < ?",
             (conn.backend.now(conn) - older_than,),

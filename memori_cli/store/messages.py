@@ -74,8 +74,9 @@ def add_messages(store: Store, batch: Sequence[NewMessage]) -> AddResult:
     if not batch:
         return result
     now = now_iso()
-    with store.write() as conn:
-        entities = {m.entity_id for m in batch}
+    entities = {m.entity_id for m in batch}
+    # One entity's batch (the usual one) locks only that entity on PostgreSQL.
+    with store.write(entity=next(iter(entities)) if len(entities) == 1 else None) as conn:
         processes = {m.process_id for m in batch if m.process_id is not None}
         conn.executemany(
             "INSERT INTO entities (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",

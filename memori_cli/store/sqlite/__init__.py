@@ -110,6 +110,9 @@ class SqliteBackend:
     def begin(self, conn: Any, *, entity: str | None = None) -> None:
         conn.execute("BEGIN IMMEDIATE")  # one writer per file: no per-entity lock needed
 
+    def begin_queue(self, conn: Any) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+
     def commit(self, conn: Any) -> None:
         vec0.sync(conn)  # rows a connection without sqlite-vec wrote: into vec0
         conn.execute("COMMIT")
