@@ -447,3 +447,25 @@ def test_writes_lock_only_what_they_touch(pg_url: str) -> None:
         thread.join(10)
         holder.close()
         other.close()
+
+
+def test_a_server_error_is_one_clean_line_not_a_traceback() -> None:
+    psycopg = pytest.importorskip("psycopg")
+    import typer
+
+    from memori_cli.cli.common import handle_errors
+
+    @handle_errors
+    def command() -> None:
+        raise psycopg.errors.AdminShutdown("terminating connection due to administrator command")
+
+    with pytest.raises(typer.Exit) as exit_info:
+        command()
+    assert exit_info.value.exit_code == 1
+
+    @handle_errors
+    def bug() -> None:
+        raise KeyError("not a database error")
+
+    with pytest.raises(KeyError):
+        bug()
