@@ -133,6 +133,11 @@ def test_the_library_runs_end_to_end_on_postgresql(pg: Memori) -> None:
     _filled(pg)
     before = _rows(pg)
     assert before["messages"] == 46 and before["jobs"] == 8 and before["sessions"] == 8
+    # Its size is memori's tables' (every one of them), not a file's.
+    from memori_cli.store.postgres import _MEMORI_TABLES
+
+    assert set(before) == set(_MEMORI_TABLES)
+    assert pg.stats()["bytes"] > 100_000
 
     # Lexical recall before augmentation: messages only, the entity's own.
     lexical = pg.recall("Lisbon", entity_id="maya")
@@ -245,10 +250,13 @@ def test_a_psycopg_factory_or_connection_is_postgresql_and_stays_the_callers(pg_
             assert mem.recall("Porto")
             mem.close()
         assert not given.closed and made and not any(c.closed for c in made)
-        with pytest.raises(StoreError, match="autocommit"):
-            busy = psycopg.connect(pg_url)  # autocommit off: always inside a transaction
-            busy.execute("SELECT 1")
-            Memori(conn=busy).recall("Porto")
+        for begun in (False, True):  # autocommit off: inside a transaction from the start
+            busy = psycopg.connect(pg_url)
+            if begun:
+                busy.execute("SELECT 1")
+            with pytest.raises(StoreError, match="autocommit=True"):
+                Memori(conn=busy).recall("Porto")
+            busy.close()
     finally:
         given.close()
         for conn in made:

@@ -202,6 +202,11 @@ class Backend(Protocol):
         """The driver's and the engine's versions as seen through ``conn``."""
         ...
 
+    def size_bytes(self, conn: Any) -> int | None:
+        """The bytes the store takes, where the engine tells it through ``conn`` (PostgreSQL:
+        memori's tables and indexes); None where it is the store's files' size (SQLite)."""
+        ...
+
     def checks(self, conn: Any | None) -> list[dict[str, str]]:
         """``memori doctor``'s lines about the engine (``check``, ``status`` ok/warn/fail,
         ``detail``): versions, search paths, indexes; ``conn`` None when no store opened."""

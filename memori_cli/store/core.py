@@ -354,11 +354,13 @@ class Store:
             )
         conn = backend.adapt(raw)
         try:
-            if not owned and backend.in_transaction(conn):
+            if not owned and (
+                getattr(raw, "autocommit", True) is False or backend.in_transaction(conn)
+            ):
                 raise StoreError(
-                    "the connection handed to memori is inside a transaction; open it with "
-                    "autocommit=True (memori runs its own transactions, and does not commit "
-                    "yours)"
+                    "the PostgreSQL connection handed to memori is not in autocommit mode (or is "
+                    "inside a transaction); open it with psycopg.connect(url, autocommit=True): "
+                    "memori runs its own transactions, and does not commit yours"
                 )
             backend.configure(conn)
             with self._migrate_lock:

@@ -638,6 +638,19 @@ class PostgresBackend:
             conn.execute("VACUUM " + ", ".join(f'"{name}"' for name in tables))
         return True
 
+    def size_bytes(self, conn: Any) -> int | None:
+        """memori's tables with their indexes and TOAST in the current schema (the database
+        may hold other things)."""
+        conn = _raw(conn)
+        (size,) = conn.execute(
+            """SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind = 'r' AND n.nspname = current_schema()
+                 AND c.relname = ANY(%s)""",
+            (list(_MEMORI_TABLES),),
+        ).fetchone()
+        return int(size)
+
     def versions(self, conn: Any) -> dict[str, str]:
         conn = _raw(conn)
         import importlib.metadata
@@ -704,6 +717,10 @@ _FORGET_TABLES = (
     "graph_nodes", "graph_aliases", "session_summaries", "sessions", "jobs", "rejections",
     "entities",
 )  # fmt: skip
+
+
+#: Every table of the schema (forget's and the rest).
+_MEMORI_TABLES = (*_FORGET_TABLES, "_sqlite_migrations", "processes", "settings", "vector_changes")
 
 
 def _utc_now() -> Any:

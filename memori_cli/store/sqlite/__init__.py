@@ -303,6 +303,9 @@ class SqliteBackend:
         finally:
             conn.execute(f"PRAGMA busy_timeout = {connect.BUSY_TIMEOUT_MS}")
 
+    def size_bytes(self, conn: Any) -> int | None:
+        return None  # the file's, its -wal's and -shm's sizes: Memori.stats adds them up
+
     def versions(self, conn: Any) -> dict[str, str]:
         return connect.versions(conn)
 
