@@ -25,6 +25,7 @@ from test_hybrid import (  # noqa: F401
     test_embedding_text_is_own_words_then_the_previous_turn,
     test_explain_shows_components_and_sources,
     test_filters_apply_to_vector_candidates,
+    test_model_change_is_detected_and_reembed_rebuilds,
     test_neighbours_are_held_to_the_filters,
     test_one_hit_does_not_crowd_out_hits_in_other_sessions,
     test_recall_is_lexical_until_embedded,
@@ -56,6 +57,11 @@ def mem(postgres_store_url: str) -> Iterator[Memori]:
     memori = Memori(conn=postgres_store_url)
     yield memori
     memori.close()
+
+
+@pytest.fixture
+def target(postgres_store_url: str) -> str:
+    return postgres_store_url
 
 
 @pytest.fixture
