@@ -530,3 +530,55 @@ def test_four_processes_import_into_one_postgresql_store_at_once(
     assert jobs_messages == 4 * 500  # every message queued once
     assert len(mem.recall("writer2 message 17", limit=5)) == 5
     mem.close()
+
+
+def test_a_large_entity_gets_an_hnsw_index_that_finds_what_exact_search_finds(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+    from conftest import HashingEmbedder
+
+    from memori_cli.store import vectors
+    from memori_cli.store.postgres import vectors as pgvector
+
+    monkeypatch.setattr(pgvector, "HNSW_MIN_ROWS", 30)
+    mem = Memori(conn=pg_url, embedder=HashingEmbedder())
+    for entity, count in (("big", 40), ("small", 5)):
+        with mem.attribution(entity):
+            mem.add_messages(
+                [{"role": "user", "content": f"note {i} about owls and tea {i % 7}"}
+                 for i in range(count)]
+            )  # fmt: skip
+    assert mem.augment().embedded == 45
+
+    def indexes() -> set[str]:
+        rows = mem.store.conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'message_embeddings_hnsw_%'"
+        )
+        return {name for (name,) in rows}
+
+    assert indexes() == {pgvector.hnsw_name("big")}  # only the entity that grew large
+    query = HashingEmbedder().embed(["owls and tea 3"])[0]
+    conn = mem.store.conn
+    # 40 rows: the planner would scan them; at HNSW_MIN_ROWS it takes the index by itself.
+    conn.execute("SET enable_seqscan = off")
+    plan = " ".join(
+        row[0]
+        for row in conn.execute(
+            "EXPLAIN SELECT message_id FROM message_embeddings WHERE entity_id = ? "
+            "ORDER BY embedding::vector(64) <=> ?::vector(64) LIMIT 11",
+            ("big", "[" + ",".join(map(str, np.asarray(query).tolist())) + "]"),
+        )
+    )
+    assert pgvector.hnsw_name("big") in plan
+    through_index = vectors.knn(mem.store, "big", query, 10)
+    conn.execute("SET enable_seqscan = on; SET enable_indexscan = off")  # exact, as it was
+    exact = vectors.knn(mem.store, "big", query, 10)
+    conn.execute("RESET enable_indexscan")
+    assert through_index == exact and len(exact) == 10
+    vectors.reset(mem.store)  # a new model's dimension would not fit the index: it goes
+    assert indexes() == set()
+    assert mem.reembed().embedded == 45 and indexes() == {pgvector.hnsw_name("big")}
+    mem.forget("big")
+    assert indexes() == set()  # its entity gone, the index went too
+    mem.close()

@@ -176,7 +176,13 @@ def insert(conn: Any, model: str, message_ids: Sequence[int], vectors: np.ndarra
 
 
 def after_commit(store: Store, fresh: Added, vectors: np.ndarray) -> None:
-    """Bring large entities' memory-mapped copies up to date with vectors just committed."""
+    """Bring large entities' memory-mapped copies up to date with vectors just committed (on
+    PostgreSQL: give an entity that just grew large its HNSW index)."""
+    if store.backend.name == "postgres":
+        from .postgres import vectors as pgvector
+
+        pgvector.after_commit(store.conn, fresh, int(vectors.shape[1]))
+        return
     if store.matrices is None:  # the store is the source of truth: only after the commit
         return
     for entity_id, (ids, positions) in fresh.items():
@@ -298,7 +304,10 @@ def reset(store: Store) -> None:
         for source in ("message_embeddings", "memory_embeddings"):
             conn.execute(f"DELETE FROM {source}")
         conn.execute("DELETE FROM settings WHERE key IN ('vector_model', 'vector_dim')")
-        if _pgvector(conn) is None:
+        pgvector = _pgvector(conn)
+        if pgvector is None:
             vec0.reset(conn)
+        else:
+            pgvector.drop_indexes(conn)  # they index the old model's dimension
     if store.matrices is not None:
         store.matrices.drop()

@@ -230,11 +230,14 @@ class PostgresBackend:
         """Nothing: the triggers remove deleted rows' postings in the same statement."""
 
     def configure(self, conn: Any, *, read_only: bool = False) -> None:
+        from .vectors import EF_SEARCH
+
         conn = _raw(conn)
         conn.execute(
             f"SET statement_timeout = {int(STATEMENT_TIMEOUT_MS)};"
             f" SET lock_timeout = {int(LOCK_TIMEOUT_MS)};"
             " SET plan_cache_mode = force_custom_plan;"
+            f" SET hnsw.ef_search = {int(EF_SEARCH)};"
             f" SET application_name = '{APPLICATION_NAME}'"
         )
         if read_only:
@@ -623,6 +626,10 @@ class PostgresBackend:
 
     def after_forget(self, conn: Any, *, attempts: int = 5, wait_ms: int = 200) -> bool:
         conn = _raw(conn)
+        from .vectors import drop_indexes
+
+        # The HNSW indexes of entities with no vectors left go (they index nothing now).
+        drop_indexes(conn, unused_only=True)
         # VACUUM marks the deleted rows' space free for reuse (it cannot run inside a
         # transaction: autocommit). Rows an older snapshot still sees stay until it ends.
         tables = [
