@@ -10,7 +10,7 @@ by ``tests/test_postgres_library.py`` and the library's own tests run again on i
 
 The shared store modules write their SQL once, with ``?`` placeholders: the store wraps each
 psycopg connection in a :class:`~.qmark.QmarkConnection` that translates it (this module's
-own SQL is psycopg's and runs on the connection underneath: :func:`_raw`). What the two
+own SQL is psycopg's and runs on the connection underneath: :func:`.qmark.unwrap`). What the two
 engines spell differently goes through the backend (``least``/``greatest``,
 :meth:`PostgresBackend.json_array`, :meth:`PostgresBackend.after_delete`,
 :meth:`PostgresBackend.now`); vectors through :mod:`.vectors` (pgvector).
@@ -110,6 +110,7 @@ from typing import Any
 from ...errors import ExtensionError, StoreError
 from . import schema
 from .qmark import QmarkConnection
+from .qmark import unwrap as _raw
 
 #: Milliseconds one statement may run before the server cancels it (nothing hangs forever).
 STATEMENT_TIMEOUT_MS = 300_000
@@ -172,17 +173,6 @@ def _entity_key(entity: str) -> int:
     """A signed 64-bit advisory lock key for ``entity`` (the same in every process)."""
     digest = hashlib.blake2b(entity.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def _raw(conn: Any) -> Any:
-    """The psycopg connection behind what the store hands a backend method: its
-    :class:`~.qmark.QmarkConnection`, or a ``Tx`` over one (this module's SQL is psycopg's)."""
-    if isinstance(conn, QmarkConnection):
-        return conn.raw
-    inner = getattr(conn, "connection", None)  # a store Tx
-    if isinstance(inner, QmarkConnection):
-        return inner.raw
-    return conn
 
 
 class PostgresBackend:

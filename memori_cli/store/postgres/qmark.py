@@ -109,3 +109,14 @@ class QmarkConnection:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.raw, name)
+
+
+def unwrap(conn: Any) -> Any:
+    """The psycopg connection behind what the store hands the backend: a
+    :class:`QmarkConnection`, or a store ``Tx`` over one (the backend's SQL is psycopg's)."""
+    if isinstance(conn, QmarkConnection):
+        return conn.raw
+    inner = getattr(conn, "connection", None)  # a store Tx
+    if isinstance(inner, QmarkConnection):
+        return inner.raw
+    return conn

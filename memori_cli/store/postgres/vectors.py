@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..matrix import nearest
-from . import _raw
+from .qmark import unwrap as _raw
 
 
 def _text(vector: Any) -> str:
