@@ -29,27 +29,27 @@ class DaemonStatus:
     heartbeat: dict[str, Any] | None = None
 
 
-def _key(db_path: Path | None) -> str:
+def _key(db_path: Path | str | None) -> str:
     return paths.daemon_pidfile(db_path).stem.removeprefix("daemon-")
 
 
-def pidfile_path(db_path: Path | None = None) -> Path:
+def pidfile_path(db_path: Path | str | None = None) -> Path:
     """The pidfile of the daemon serving the store at ``db_path`` (default store if None);
     the library probes it too (:func:`memori_cli.paths.daemon_running`)."""
     return paths.daemon_pidfile(db_path)
 
 
-def heartbeat_path(db_path: Path | None = None) -> Path:
+def heartbeat_path(db_path: Path | str | None = None) -> Path:
     """The heartbeat file of the daemon serving the store at ``db_path``."""
     return pidfile_path(db_path).with_suffix(".json")
 
 
-def log_path(db_path: Path | None = None) -> Path:
+def log_path(db_path: Path | str | None = None) -> Path:
     """The log file of the daemon serving the store at ``db_path``."""
     return paths.state_dir() / "logs" / f"daemon-{_key(db_path)}.log"
 
 
-def status(db_path: Path | None = None) -> DaemonStatus:
+def status(db_path: Path | str | None = None) -> DaemonStatus:
     """Probe the pidfile lock without taking it over."""
     path = pidfile_path(db_path)
     if not path.exists():
@@ -68,7 +68,7 @@ def status(db_path: Path | None = None) -> DaemonStatus:
     return DaemonStatus(False, None, str(path))
 
 
-def acquire(db_path: Path | None = None) -> int | None:
+def acquire(db_path: Path | str | None = None) -> int | None:
     """Take the pidfile lock for this process; returns the held fd, or None if taken."""
     path = pidfile_path(db_path)
     paths.ensure_private_dir(path.parent)
@@ -83,7 +83,7 @@ def acquire(db_path: Path | None = None) -> int | None:
     return fd
 
 
-def write_heartbeat(db_path: Path | None, data: dict[str, Any]) -> None:
+def write_heartbeat(db_path: Path | str | None, data: dict[str, Any]) -> None:
     """Replace the heartbeat file atomically."""
     path = heartbeat_path(db_path)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -93,7 +93,7 @@ def write_heartbeat(db_path: Path | None, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def read_heartbeat(db_path: Path | None = None) -> dict[str, Any] | None:
+def read_heartbeat(db_path: Path | str | None = None) -> dict[str, Any] | None:
     """The last heartbeat, or None."""
     with contextlib.suppress(OSError, ValueError):
         data = json.loads(heartbeat_path(db_path).read_text())

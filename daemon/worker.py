@@ -25,6 +25,7 @@ from memori_cli.augment.pipeline import AugmentReport
 from memori_cli.errors import AlreadyRunning as AlreadyRunning  # re-exported
 from memori_cli.errors import MemoriError
 from memori_cli.store import jobs
+from memori_cli.store.backend import mask_url
 
 from . import pidfile
 
@@ -39,7 +40,7 @@ HEARTBEAT_SECONDS = 2.0
 PRUNE_SECONDS = 300.0
 
 
-def setup_logging(db_path: Path) -> Path:
+def setup_logging(db_path: Path | str) -> Path:
     """Log to a rotating file in the state directory (ids and counts only, never contents)."""
     # The daemon is a process of its own: everything it creates (logs, rotated logs) is
     # private from the start.
@@ -57,8 +58,11 @@ def setup_logging(db_path: Path) -> Path:
 class Daemon:
     """One long-running worker for one store."""
 
-    def __init__(self, db_path: Path, *, stop: threading.Event | None = None):
+    def __init__(self, db_path: Path | str, *, stop: threading.Event | None = None):
+        #: The store: a file, or a PostgreSQL URL (a str: watch needs its "//" whole).
         self.db_path = db_path
+        #: How the store is named in logs and the heartbeat (a URL's password masked).
+        self.shown = mask_url(db_path) if isinstance(db_path, str) else str(db_path)
         self.stop = stop or threading.Event()
         self.wake = threading.Event()
         self.started = time.time()
@@ -73,7 +77,7 @@ class Daemon:
         if another daemon serves this store."""
         fd = pidfile.acquire(self.db_path)
         if fd is None:
-            raise AlreadyRunning(f"a daemon already serves {self.db_path}")
+            raise AlreadyRunning(f"a daemon already serves {self.shown}")
         proxy = None
         try:
             self._install_signals()
@@ -87,7 +91,7 @@ class Daemon:
             log.info(
                 "started: pid %s, store %s, extractor %s, embedder %s",
                 os.getpid(),
-                self.db_path,
+                self.shown,
                 pipeline.extractor.name,
                 pipeline.embedder.name if pipeline.embedder else "none",
             )
@@ -161,7 +165,7 @@ class Daemon:
             self.db_path,
             {
                 "pid": os.getpid(),
-                "db": str(self.db_path),
+                "db": self.shown,
                 "started": self.started,
                 "heartbeat": now,
                 "extractor": extractor,
@@ -192,10 +196,12 @@ def start_proxy(mem: Memori) -> Running | None:
     return running
 
 
-def run(db_path: Path) -> None:
-    """Serve ``db_path`` in this process (foreground) until stopped; raises
-    :class:`AlreadyRunning` if another daemon serves it."""
-    db_path = db_path.expanduser().resolve()
+def run(db_path: Path | str) -> None:
+    """Serve ``db_path`` (a store file, or a PostgreSQL URL as a str) in this process
+    (foreground) until stopped; raises :class:`AlreadyRunning` if another daemon on this host
+    serves it."""
+    if not isinstance(db_path, str):
+        db_path = db_path.expanduser().resolve()
     setup_logging(db_path)
     try:
         Daemon(db_path).serve()

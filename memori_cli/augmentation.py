@@ -82,7 +82,7 @@ class Augmentation:
                     return True
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
-                if not paths.daemon_running(store.path):
+                if not paths.daemon_running(store.url or store.path):
                     if pipeline is None:
                         pipeline = mem.pipeline(stop=stop)
                     claimed = jobs.claim(store, pipeline.owner, ids=left.keys())

@@ -570,7 +570,7 @@ class Memori:
     def stats(self) -> dict[str, Any]:
         """Row counts, the store's path and its size on disk."""
         counts = store_messages.counts(self.store)
-        size = 0
+        size = self.store.backend.size_bytes(self.store.conn) or 0
         if self.store.path is not None:
             for suffix in ("", "-wal", "-shm"):
                 candidate = Path(str(self.store.path) + suffix)

@@ -40,16 +40,20 @@ def default_db_path() -> Path:
     return data_dir() / DB_FILENAME
 
 
-def daemon_pidfile(db_path: Path | None = None) -> Path:
-    """The pidfile of the daemon serving the store at ``db_path`` (default store if None).
+def daemon_pidfile(db_path: Path | str | None = None) -> Path:
+    """The pidfile of the daemon serving the store at ``db_path`` (default store if None; a
+    str is a database server's URL, taken as it is: one daemon per host and URL).
 
     The daemon holds it under an exclusive ``flock`` while it lives (``memori_daemon``)."""
+    if isinstance(db_path, str):
+        key = hashlib.sha256(db_path.encode()).hexdigest()[:12]
+        return state_dir() / f"daemon-{key}.pid"
     target = db_path or default_db_path()
     key = hashlib.sha256(str(target.expanduser().resolve()).encode()).hexdigest()[:12]
     return state_dir() / f"daemon-{key}.pid"
 
 
-def daemon_running(db_path: Path | None = None) -> bool:
+def daemon_running(db_path: Path | str | None = None) -> bool:
     """Whether a daemon holds the pidfile lock of the store at ``db_path`` (a probe that never
     takes the lock over). False where the pidfile cannot be read."""
     path = daemon_pidfile(db_path)

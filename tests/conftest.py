@@ -151,3 +151,16 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     finally:
         with psycopg.connect(postgres_server, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_store_url(postgres_url: str) -> str:
+    """The test's new PostgreSQL database as the ``postgresql://`` URL ``Memori(conn=...)``,
+    ``--db`` and ``MEMORI_DB`` take (``postgres_url`` is a libpq conninfo string)."""
+    import urllib.parse
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = {k: str(v) for k, v in conninfo_to_dict(postgres_url).items()}
+    dbname = urllib.parse.quote(params.pop("dbname"), safe="")
+    return f"postgresql:///{dbname}?{urllib.parse.urlencode(params)}"

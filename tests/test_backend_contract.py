@@ -184,18 +184,31 @@ def test_the_store_runs_its_writes_through_its_backend(tmp_path: Path) -> None:
         mem.close()
 
 
-@pytest.mark.parametrize(
-    "url", ["postgresql://me@db/memori", "postgres://db/memori", "mysql://db/memori"]
-)
+@pytest.mark.parametrize("url", ["mysql://db/memori", "mariadb://me@db/memori"])
 def test_a_database_url_memori_cannot_open_is_refused_not_made_a_file(
     url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(StoreError, match="SQLite only"):
+    with pytest.raises(StoreError, match="cannot open m"):
         Memori(conn=url)
     with pytest.raises(StoreError, match="file path"):
         backend_for("sqlite:///memori.db")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["postgresql://me@db/memori", "postgres://db/memori"])
+def test_a_postgresql_url_selects_postgresql_and_is_never_made_a_file(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("psycopg")
+    monkeypatch.chdir(tmp_path)
+    assert backend_for(url).name == "postgres"
+    mem = Memori(conn=url)
+    assert mem.store.backend.name == "postgres" and mem.store.path is None
+    assert mem.store.describe() == url
+    assert list(tmp_path.iterdir()) == []  # nothing is opened before the first use
+    with pytest.raises(StoreError, match="pass a PostgreSQL URL as a str"):
+        backend_for(Path(url))  # Path() folds the "//": never taken for a file
 
 
 def test_the_cli_refuses_a_database_url_before_it_becomes_a_path(
@@ -207,13 +220,13 @@ def test_the_cli_refuses_a_database_url_before_it_becomes_a_path(
 
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
-    by_option = runner.invoke(app, ["--db", "postgresql://me@db/memori", "import", "x.jsonl"])
-    monkeypatch.setenv("MEMORI_DB", "postgres://db/memori")
+    by_option = runner.invoke(app, ["--db", "mysql://me@db/memori", "import", "x.jsonl"])
+    monkeypatch.setenv("MEMORI_DB", "mariadb://db/memori")
     by_env = runner.invoke(app, ["stats"])
     for result in (by_option, by_env):
         assert result.exit_code == 2
-        assert "SQLite only" in " ".join(result.stderr.split())
-    assert list(tmp_path.iterdir()) == []  # no "postgresql:" folder was made
+        assert "cannot open m" in " ".join(result.stderr.split())
+    assert list(tmp_path.iterdir()) == []  # no "mysql:" folder was made
 
 
 def _queue(backend: Backend, conn: Any, count: int) -> None:

@@ -97,7 +97,16 @@ def test_a_contradicting_edge_closes_the_old_one(mem: Memori) -> None:
     old = [e for e in mem.graph.edges(entity_id="maya", history=True) if e["object"] == "Toronto"]
     assert old[0]["valid_to"].startswith("2026-03-01") and old[0]["superseded_by"] is not None
     shown = CliRunner().invoke(
-        app, ["--db", str(mem.store.path), "graph", "show", "--entity", "maya", "--history"]
+        app,
+        [
+            "--db",
+            str(mem.store.url or mem.store.path),
+            "graph",
+            "show",
+            "--entity",
+            "maya",
+            "--history",
+        ],
     )
     assert shown.exit_code == 0 and "until 2026-03-01" in shown.stdout
 
@@ -163,7 +172,17 @@ def test_picture_export_without_graphviz_says_what_to_install(
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     result = CliRunner().invoke(
-        app, ["--db", str(mem.store.path), "graph", "export", "-f", "svg", "--entity", "x"]
+        app,
+        [
+            "--db",
+            str(mem.store.url or mem.store.path),
+            "graph",
+            "export",
+            "-f",
+            "svg",
+            "--entity",
+            "x",
+        ],
     )
     assert result.exit_code == 1 and "install Graphviz" in result.stderr
 

@@ -125,8 +125,15 @@ def test_recall_is_lexical_until_embedded(hmem: Memori) -> None:
     assert hmem.augment().embedded == 1 and hmem.augment().embedded == 0
 
 
-def test_model_change_is_detected_and_reembed_rebuilds(tmp_path: Path) -> None:
-    path = tmp_path / "m.db"
+@pytest.fixture
+def target(tmp_path: Path) -> str | Path:
+    """Where a test opens its store more than once (tests/test_postgres_shared.py makes it a
+    PostgreSQL URL)."""
+    return tmp_path / "m.db"
+
+
+def test_model_change_is_detected_and_reembed_rebuilds(target: str | Path) -> None:
+    path = target
     first = Memori(conn=path, embedder=HashingEmbedder("model-a", 32))
     first.add_messages([{"role": "user", "content": f"fact {i} about owls"} for i in range(5)])
     assert first.augment().embedded == 5

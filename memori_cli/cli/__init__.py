@@ -10,7 +10,7 @@ import typer.core
 
 from .. import __version__
 from ..errors import StoreError
-from ..store.backend import backend_for
+from ..store.backend import backend_for, is_postgres_url
 from .admin import (
     doctor_command,
     entities_command,
@@ -80,7 +80,8 @@ def root(
             backend_for(db)
         except StoreError as exc:
             raise typer.BadParameter(str(exc), param_hint="--db / MEMORI_DB") from None
-    ctx.obj = State(Path(db) if db is not None else None)
+    # A PostgreSQL URL stays a str (a Path would fold its "//").
+    ctx.obj = State(db if db is None or is_postgres_url(db) else Path(db))
 
 
 app.command("chat")(chat_command)

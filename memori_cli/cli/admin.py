@@ -225,14 +225,15 @@ def doctor_command(ctx: typer.Context, json_output: JsonOption = False) -> None:
     checks.append(_import_name_check())
     checks.append(_dir_check("data dir", paths.data_dir()))
     if opened:
-        checks.append(_wal_check(mem))
+        if mem.store.backend.name == "sqlite":  # a server keeps its own log (VACUUM is forget's)
+            checks.append(_wal_check(mem))
         if mem.store.path is not None:
             for suffix in ("", "-wal", "-shm"):
                 file = Path(str(mem.store.path) + suffix)
                 if file.exists():
                     checks.append(_mode_check(f"store{suffix or ''}", file, 0o600))
         checks.append(_embedding_check(mem))
-        checks.append(_daemon_check(mem.store.path))
+        checks.append(_daemon_check(mem.store.url or mem.store.path))
         checks.append(_queue_check(mem))
         checks.append(_stuck_check(mem))
     checks.append(_capture_check(mem))
@@ -342,7 +343,7 @@ def _embedding_check(mem: Any) -> dict[str, Any]:
             "detail": f"{embedder.name} ({embedder.dim}-d{runs}){hint}"}  # fmt: skip
 
 
-def _daemon_check(db_path: Path | None) -> dict[str, Any]:
+def _daemon_check(db_path: Path | str | None) -> dict[str, Any]:
     from memori_daemon import status
 
     daemon = status(db_path)

@@ -84,7 +84,7 @@ def chat_command(
         )
         view = View.for_terminal()
         try:
-            daemon = memori_daemon.status(mem.store.path)
+            daemon = memori_daemon.status(mem.store.url or mem.store.path)
         except OSError:  # its pidfile cannot be read: learn here (jobs finish exactly once)
             daemon = memori_daemon.DaemonStatus(False, None, "")
         learner = None if daemon.running else Learner(mem)

@@ -45,7 +45,7 @@ MARKUP: Literal["markdown"] = "markdown"
 class State:
     """Options of the top-level callback, shared with subcommands through ``ctx.obj``."""
 
-    def __init__(self, db: Path | None = None):
+    def __init__(self, db: Path | str | None = None):
         self.db = db
         self._memori: Memori | None = None
 
@@ -133,8 +133,19 @@ def handle_errors(func: F) -> F:
             except REPORTED_OR_OS as exc:
                 err.print(f"[red]Error:[/] {escape(str(exc))}", highlight=False)
                 raise typer.Exit(1) from None
+            except Exception as exc:
+                if not _server_error(exc):
+                    raise
+                err.print(f"[red]Error:[/] {escape(str(exc))}", highlight=False)
+                raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _server_error(exc: Exception) -> bool:
+    """Whether ``exc`` is PostgreSQL's driver's (psycopg's) error: reported as memori's own
+    are, told by its module so that a SQLite user's command never imports psycopg."""
+    return type(exc).__module__.split(".")[0] == "psycopg"
 
 
 def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:

@@ -17,6 +17,7 @@ import typer
 from .. import paths
 from ..errors import AlreadyRunning, MemoriError
 from ..store import jobs
+from ..store.backend import mask_url
 from .common import CONTEXT_SETTINGS, MARKUP, MAX_ID, err, handle_errors, out, print_json, state
 
 daemon_app = typer.Typer(
@@ -27,9 +28,17 @@ daemon_app = typer.Typer(
 )
 
 
-def _db(ctx: typer.Context) -> Path:
+def _db(ctx: typer.Context) -> Path | str:
+    """The store the daemon serves: its file, or a PostgreSQL URL (a str, kept whole)."""
     db = state(ctx).db
+    if isinstance(db, str):
+        return db
     return (db or paths.default_db_path()).expanduser().resolve()
+
+
+def _shown(db: Path | str) -> str:
+    """How ``db`` is printed (a URL's password masked)."""
+    return mask_url(db) if isinstance(db, str) else str(db)
 
 
 @daemon_app.command("run")
@@ -39,7 +48,7 @@ def run_command(ctx: typer.Context) -> None:
     from memori_daemon.worker import run
 
     db = _db(ctx)
-    err.print(f"memori daemon serving {db}; logs in {memori_daemon.log_path(db)}")
+    err.print(f"memori daemon serving {_shown(db)}; logs in {memori_daemon.log_path(db)}")
     try:
         run(db)
     except AlreadyRunning as exc:
@@ -60,11 +69,14 @@ def start_command(
         return
     log = memori_daemon.log_path(db)
     log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pid = _spawn([sys.executable, "-m", "memori_daemon", "--db", str(db)], log)
+    if isinstance(db, str):  # the URL in the environment: a command line is public
+        pid = _spawn([sys.executable, "-m", "memori_daemon"], log, {"MEMORI_DB": db})
+    else:
+        pid = _spawn([sys.executable, "-m", "memori_daemon", "--db", str(db)], log)
     _await_start(pid, db, log, wait)
 
 
-def _spawn(argv: list[str], log: Path) -> int:
+def _spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
     """Start ``argv`` detached (a session of its own, stdin from /dev/null, output appended
     to ``log``) and return its pid.
 
@@ -77,7 +89,7 @@ def _spawn(argv: list[str], log: Path) -> int:
     return os.posix_spawn(
         argv[0],
         argv,
-        dict(os.environ),
+        {**os.environ, **(env or {})},
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
@@ -113,7 +125,7 @@ def _last_line(log: Path) -> str:
     return next((line.strip() for line in reversed(lines) if line.strip()), "")
 
 
-def _await_start(pid: int, db: Path, log: Path, wait: float) -> None:
+def _await_start(pid: int, db: Path | str, log: Path, wait: float) -> None:
     deadline = time.time() + wait
     while time.time() < deadline:
         current = memori_daemon.status(db)
@@ -180,7 +192,7 @@ def status_command(
     data: dict[str, Any] = {
         "running": current.running,
         "pid": current.pid,
-        "store": str(db),
+        "store": _shown(db),
         "uptime_s": round(now - beat["started"], 1) if "started" in beat else None,
         "heartbeat_age_s": round(now - beat["heartbeat"], 1) if "heartbeat" in beat else None,
         "extractor": extractor,
@@ -238,6 +250,12 @@ def install_command(
     """Write a service file that starts the daemon at login: a systemd user unit on Linux,
     a launchd agent on macOS. Prints the command that enables it."""
     db = _db(ctx)
+    if isinstance(db, str):
+        raise MemoriError(
+            "a service file for a PostgreSQL store is not written yet: it would hold the URL "
+            "(and any password in it) in plain text. Run `memori daemon start` instead, or "
+            "write a unit that sets MEMORI_DB from a file only you can read"
+        )
     command = [sys.executable, "-m", "memori_daemon", "--db", str(db)]
     env = {k: os.environ[k] for k in ("MEMORI_HOME",) if k in os.environ}
     if system == "systemd":

@@ -73,14 +73,16 @@ def memori_command() -> list[str]:
 def server_entry(
     client: str,
     *,
-    db: Path | None = None,
+    db: Path | str | None = None,
     entity: str | None = None,
     process: str | None = None,
     extra: list[str] | None = None,
 ) -> dict[str, Any]:
     """The config entry that starts ``memori mcp`` for ``client`` on stdio."""
     command, *args = memori_command()
-    if db is not None:
+    if isinstance(db, str):  # a PostgreSQL URL, as given
+        args += ["--db", db]
+    elif db is not None:
         args += ["--db", str(db.expanduser().absolute())]
     args.append("mcp")
     entity = entity or os.environ.get("MEMORI_ENTITY")

@@ -269,7 +269,7 @@ class MemoryTools:
         )
         graph = mem.graph.stats(entity_id=who)
         queue = jobs.depth(mem.store, entity_id=who)
-        path = mem.store.path
+        target = mem.store.url or mem.store.path  # its daemon's pidfile is keyed by it
         return {
             "entity": who,
             "process": self.scope.process,
@@ -280,7 +280,7 @@ class MemoryTools:
             "sessions": counts.get("sessions", 0),
             "graph": {"nodes": graph["nodes"], "edges": graph["edges"]},
             "queue": {s: queue[s] for s in ("pending", "running", "failed")},
-            "daemon": {"running": paths.daemon_running(path) if path is not None else None},
+            "daemon": {"running": paths.daemon_running(target) if target is not None else None},
             "models": {
                 "embedding": mem.config.embedding_model,
                 "chat": mem.config.chat_model,

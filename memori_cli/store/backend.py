@@ -5,8 +5,8 @@ and the rules of the data; what only an engine knows goes through a :class:`Back
 connect and configure a connection, migrate, begin and end a write, which errors mean a full
 disk or a lock to retry, how a process learns that another one committed, how to give back
 the space and the log after a forget, and the versions ``memori doctor`` shows. SQLite
-(:mod:`memori_cli.store.sqlite`) is the first implementation; :func:`backend_for` picks the
-one a ``conn`` argument asks for.
+(:mod:`memori_cli.store.sqlite`) and PostgreSQL with pgvector (:mod:`memori_cli.store.postgres`)
+implement it; :func:`backend_for` picks the one a ``conn`` argument asks for.
 
 A backend imports nothing above the store (it is what the store stands on).
 """
@@ -32,6 +32,10 @@ class Backend(Protocol):
     paramstyle: str
     #: The base classes of the driver's errors (catch them as ``except backend.errors``).
     errors: tuple[type[Exception], ...]
+    #: The SQL functions of the smaller / larger of two values (SQLite's scalar ``min`` /
+    #: ``max``, PostgreSQL's ``least`` / ``greatest``).
+    least: str
+    greatest: str
 
     # -- connections -----------------------------------------------------------------------
     def connect(self, target: str, *, read_only: bool = False) -> Any:
@@ -44,6 +48,11 @@ class Backend(Protocol):
         connection used from another thread gets a sibling, never a second driver)."""
         ...
 
+    def adapt(self, conn: Any) -> Any:
+        """``conn`` (the driver's connection) as the store uses it: one that runs the shared
+        modules' SQL (``?`` placeholders). SQLite: ``conn`` itself."""
+        ...
+
     def configure(self, conn: Any, *, read_only: bool = False) -> None:
         """Set on a new connection what memori relies on (timeouts, durability, extensions);
         raise :class:`~memori_cli.errors.ExtensionError` if the engine lacks a feature."""
@@ -53,10 +62,31 @@ class Backend(Protocol):
         """Bring the schema up to date, once, even with several processes opening at once."""
         ...
 
+    # -- what the shared SQL spells differently --------------------------------------------
+    def json_array(self, expr: str) -> str:
+        """An aggregate expression: the JSON text of an array of ``expr`` over the group
+        (``[]`` for an empty group)."""
+        ...
+
+    def after_delete(self, tx: Any) -> None:
+        """Inside a write, after deleting rows: the engine's index upkeep, so deleted text
+        leaves the search indexes now (SQLite before 3.44: merge the FTS5 indexes)."""
+        ...
+
+    def now(self, conn: Any) -> float:
+        """The time leases and backoff are counted in (epoch seconds): the clock every
+        worker of the store shares (SQLite: this host's; PostgreSQL: the server's)."""
+        ...
+
     # -- transactions ----------------------------------------------------------------------
     def begin(self, conn: Any, *, entity: str | None = None) -> None:
         """Begin a write transaction that holds the write lock from its start (``entity``:
         the entity the work is for, for engines that lock per entity)."""
+        ...
+
+    def begin_queue(self, conn: Any) -> None:
+        """Begin a write that touches only rows of the job queue (claims, lease checks): row
+        locks decide between workers, so it takes no entity's lock (SQLite: as :meth:`begin`)."""
         ...
 
     def commit(self, conn: Any) -> None:
@@ -157,8 +187,9 @@ class Backend(Protocol):
         """A number that changes when another connection commits (compare two readings)."""
         ...
 
-    def watch(self, target: Path, stop: threading.Event, wake: threading.Event) -> None:
-        """Set ``wake`` whenever the store at ``target`` may have changed, until ``stop``.
+    def watch(self, target: Path | str, stop: threading.Event, wake: threading.Event) -> None:
+        """Set ``wake`` whenever the store at ``target`` (its file, or a server's URL as a
+        str: a ``Path`` folds a URL's ``//``) may have changed, until ``stop``.
         Hints only: :meth:`change_token` polled on a timer still finds every commit."""
         ...
 
@@ -171,6 +202,11 @@ class Backend(Protocol):
         """The driver's and the engine's versions as seen through ``conn``."""
         ...
 
+    def size_bytes(self, conn: Any) -> int | None:
+        """The bytes the store takes, where the engine tells it through ``conn`` (PostgreSQL:
+        memori's tables and indexes); None where it is the store's files' size (SQLite)."""
+        ...
+
     def checks(self, conn: Any | None) -> list[dict[str, str]]:
         """``memori doctor``'s lines about the engine (``check``, ``status`` ok/warn/fail,
         ``detail``): versions, search paths, indexes; ``conn`` None when no store opened."""
@@ -179,8 +215,7 @@ class Backend(Protocol):
 
 def registered() -> list[Backend]:
     """Every backend this version has (the contract suite runs against each): SQLite, and
-    PostgreSQL where its driver is installed (the ``postgres`` extra). The library itself
-    runs on SQLite only for now (see :func:`backend_for`)."""
+    PostgreSQL where its driver is installed (the ``postgres`` extra)."""
     import importlib.util
 
     if importlib.util.find_spec("psycopg") is None:
@@ -190,24 +225,103 @@ def registered() -> list[Backend]:
     return [SQLITE, POSTGRES]
 
 
+#: URL schemes of PostgreSQL (libpq's two spellings).
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def is_postgres_url(value: Any) -> bool:
+    """Whether ``value`` is a ``postgresql://`` / ``postgres://`` URL (a str)."""
+    return (
+        isinstance(value, str)
+        and value.split("://", 1)[0].lower() in POSTGRES_SCHEMES
+        and ("://" in value)
+    )
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (in the authority, or a ``password=`` query parameter)
+    replaced by ``***``: what memori prints and logs of a database URL."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        credentials, host = netloc.rsplit("@", 1)
+        if ":" in credentials:
+            credentials = credentials.split(":", 1)[0] + ":***"
+        netloc = f"{credentials}@{host}"
+    query = "&".join(
+        f"{key}=***" if key.lower() == "password" else f"{key}={value}" if sep else key
+        for key, sep, value in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    # Not urlunsplit: it drops the "//" of an empty authority ("postgresql:///db").
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
+
+
+def _postgres() -> Backend:
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None:
+        raise StoreError(
+            "a PostgreSQL store needs the psycopg driver, which is not installed: "
+            "pip install 'memori-cli[postgres]' (the postgres extra: psycopg and pgvector)"
+        )
+    from .postgres import POSTGRES
+
+    return POSTGRES
+
+
 def backend_for(conn: Any) -> Backend:
     """The backend a ``Memori(conn=...)`` / ``--db`` / ``MEMORI_DB`` value asks for.
 
-    Paths, SQLite connections and factories (and ``None``, the default store) are SQLite.
-    A database URL of an engine memori does not support yet is refused with a clear
-    :class:`~memori_cli.errors.StoreError` instead of being taken for a file name.
+    A ``postgresql://`` or ``postgres://`` URL (a str) and a psycopg connection are
+    PostgreSQL; paths, SQLite connections and factories (and ``None``, the default store)
+    are SQLite (a factory's connection is looked at again when it is called: see
+    :func:`backend_of_connection`). A database URL of an engine memori does not support is
+    refused with a clear :class:`~memori_cli.errors.StoreError` instead of being taken for a
+    file name.
     """
     if isinstance(conn, (str, os.PathLike)):
         text = os.fspath(conn)
-        scheme = text.split("://", 1)[0].lower() if "://" in text else ""
-        if scheme.startswith(("postgres", "mysql", "mariadb", "cockroach")):
+        scheme = text.split(":", 1)[0].lower() if ":" in text else ""
+        if scheme in POSTGRES_SCHEMES:
+            if not is_postgres_url(conn):
+                # Path() folds the URL's "//" ("postgresql:/host/db"): not recoverable.
+                raise StoreError(
+                    f"pass a PostgreSQL URL as a str, not a path: {text!r} lost its '//' "
+                    "(Memori(conn='postgresql://user@host/dbname'))"
+                )
+            return _postgres()
+        if scheme.startswith(("mysql", "mariadb", "cockroach")) and "://" in text:
             raise StoreError(
-                f"memori cannot open {scheme}:// databases yet: this version stores memory in "
-                "SQLite only. Pass a file path (Memori(conn='memori.db'), --db memori.db)"
+                f"memori cannot open {scheme}:// databases: it stores memory in SQLite (a "
+                "file path: Memori(conn='memori.db'), --db memori.db) or PostgreSQL "
+                "(postgresql://user@host/dbname)"
             )
-        if scheme == "sqlite":
+        if scheme == "sqlite" and "://" in text:
             raise StoreError(
                 f"pass the SQLite store as a file path, not a URL: {text!r} "
                 f"(for example {text.split('://', 1)[1] or 'memori.db'!r})"
             )
+        return SQLITE
+    if conn is not None and not callable(conn):
+        return backend_of_connection(conn)
     return SQLITE
+
+
+def backend_of_connection(raw: Any) -> Backend:
+    """The backend of a driver's connection: PostgreSQL for psycopg's, else SQLite."""
+    if type(raw).__module__.split(".")[0] == "psycopg":
+        return _postgres()
+    return SQLITE
+
+
+def backend_of(conn: Any) -> Backend:
+    """The backend of a connection (or ``Tx``) the store hands its modules: shared code
+    given only a connection asks it what differs by engine."""
+    found = getattr(conn, "backend", None)
+    return SQLITE if found is None else found

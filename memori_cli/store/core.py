@@ -1,4 +1,5 @@
-"""The Store: one SQLite database, a connection per thread, migrations on first use."""
+"""The Store: one SQLite database (or a PostgreSQL one), a connection per thread, migrations
+on first use."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from typing import Any
 from .. import paths
 from ..errors import NoStoreError, ReadOnlyStoreError, StoreError, StoreFullError
 from . import connect
-from .backend import Backend, backend_for
+from .backend import (
+    Backend,
+    backend_for,
+    backend_of_connection,
+    is_postgres_url,
+    mask_url,
+)
 from .connect import dict_rows as dict_rows  # re-exported: the store's modules use it
 from .matrix import Matrices
 from .migrations import APPLICATION_ID, migrations
@@ -171,7 +178,11 @@ class Store:
 
     ``conn`` is a path, a DB-API 2.0 SQLite connection, a callable returning one (any driver:
     stdlib ``sqlite3``, ``sqlean``, ``pysqlite3``, an ``apsw`` shim), or ``None`` for the
-    default store (``$MEMORI_HOME/memori.db`` or the platform's data folder). Each thread gets
+    default store (``$MEMORI_HOME/memori.db`` or the platform's data folder). A
+    ``postgresql://`` / ``postgres://`` URL (a str), a psycopg connection or a factory
+    returning one is a PostgreSQL store (:mod:`memori_cli.store.postgres`; the ``postgres``
+    extra): no file, so no ``path``; ``url`` and :meth:`describe` name it, the password
+    masked. Each thread gets
     its own connection; the schema is migrated once, on first use. With ``create=False`` a
     missing store file raises :class:`NoStoreError` instead of being created.
 
@@ -193,22 +204,37 @@ class Store:
         create: bool = True,
     ):
         self.create = create
-        #: The storage engine (today SQLite for every ``conn`` memori accepts).
-        self.backend: Backend = backend_for(conn)
+        # The storage engine (a factory's is known once it made a connection: see backend).
+        self._backend: Backend | None = None if callable(conn) else backend_for(conn)
         self.path: Path | None
-        if conn is None or isinstance(conn, (str, os.PathLike)):
+        self._factory: connect.ConnectionFactory
+        #: The URL of a store on a database server (PostgreSQL), None for a file.
+        self.url: str | None = None
+        if is_postgres_url(conn):
+            url, engine = str(conn), self._backend
+            assert engine is not None
+            self.path = None
+
+            def by_url() -> Any:
+                return engine.connect(url)
+
+            self.url = url
+            self._factory = by_url
+            self._by_path = False
+        elif conn is None or isinstance(conn, (str, os.PathLike)):
             self.path = Path(conn) if conn is not None else paths.default_db_path()
             db_path, backend = self.path, self.backend
 
             def factory() -> Any:
                 return backend.connect(str(db_path))
 
-            self._factory: connect.ConnectionFactory = factory
+            self._factory = factory
             self._by_path = True
         elif is_connection(conn):
             given = conn
             # Learnt now, on the thread that hands it over: another thread may not query it.
-            self.path = _given_path(given)
+            sqlite = self._backend is not None and self._backend.name == "sqlite"
+            self.path = _given_path(given) if sqlite else None
 
             def handed() -> Any:
                 return given
@@ -238,6 +264,15 @@ class Store:
 
     # -- connections ---------------------------------------------------------------------
     @property
+    def backend(self) -> Backend:
+        """The storage engine: SQLite, or PostgreSQL for a ``postgresql://`` URL, a psycopg
+        connection or a factory returning one (known once it is called: the first use)."""
+        if self._backend is None:
+            _ = self.conn
+            assert self._backend is not None
+        return self._backend
+
+    @property
     def conn(self) -> Any:
         """This thread's connection (opened, configured and migrated on first use)."""
         conn = getattr(self._local, "conn", None)
@@ -256,8 +291,14 @@ class Store:
                 if read_only
                 else self._factory()
             )
+        except StoreError:
+            raise
         except Exception as exc:
             raise StoreError(f"cannot open the store at {self.describe()}: {exc}") from exc
+        if self._backend is None:  # a factory's first connection says which engine
+            self._backend = backend_of_connection(raw)
+        if self._backend.name != "sqlite":
+            return self._open_server(raw)
         owned = self._by_path
         if not owned:
             raw, owned = self._for_this_thread(raw)
@@ -298,6 +339,43 @@ class Store:
                 self._migrated = True
         self._connections.append(raw)
         return raw
+
+    def _open_server(self, raw: Any) -> Any:
+        """The rest of :meth:`_open` for a database server (PostgreSQL): no file to prepare,
+        tighten or identify; a connection memori opened from the URL is memori's to close,
+        one from the caller's factory stays theirs."""
+        backend = self.backend
+        owned = self.url is not None
+        if not owned and any(getattr(c, "raw", c) is raw for c in self._connections):
+            raise StoreError(
+                "the PostgreSQL connection handed to memori is in use by another thread; pass "
+                "the URL (Memori(conn='postgresql://...')) or a factory that returns a new "
+                "connection on each call (Memori(conn=lambda: psycopg.connect(url)))"
+            )
+        conn = backend.adapt(raw)
+        try:
+            if not owned and (
+                getattr(raw, "autocommit", True) is False or backend.in_transaction(conn)
+            ):
+                raise StoreError(
+                    "the PostgreSQL connection handed to memori is not in autocommit mode (or is "
+                    "inside a transaction); open it with psycopg.connect(url, autocommit=True): "
+                    "memori runs its own transactions, and does not commit yours"
+                )
+            backend.configure(conn)
+            with self._migrate_lock:
+                if not self._migrated:
+                    self._apply_migrations(conn)
+                    self._migrated = True
+        except BaseException:
+            if owned:
+                with contextlib.suppress(Exception):
+                    raw.close()
+            raise
+        if owned:
+            self._owned.append(conn)
+        self._connections.append(conn)
+        return conn
 
     def _for_this_thread(self, raw: Any) -> tuple[Any, bool]:
         """The caller's connection if this thread may use it, else one of memori's own to the
@@ -411,7 +489,10 @@ class Store:
         _ = self.conn
 
     def describe(self) -> str:
-        """The store's file path, or a note that it came from a connection factory."""
+        """The store's file path, its URL (the password masked), or a note that it came from
+        a connection factory."""
+        if self.url is not None:
+            return mask_url(self.url)
         return str(self.path) if self.path is not None else "<connection factory>"
 
     def close_thread(self) -> None:
@@ -443,8 +524,13 @@ class Store:
 
     # -- transactions --------------------------------------------------------------------
     @contextlib.contextmanager
-    def write(self) -> Iterator[Tx]:
+    def write(self, *, entity: str | None = None, queue: bool = False) -> Iterator[Tx]:
         """A write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error.
+
+        What it may touch says what it locks on an engine that locks finer than the file
+        (PostgreSQL): ``entity``: only that entity's rows (writes of other entities run beside
+        it); ``queue``: only rows of the job queue, which row locks decide (claims, leases);
+        neither: anything (one write at a time, as SQLite always is).
 
         Inside another write on the same thread it is a ``SAVEPOINT``: its work is undone on
         error while the outer transaction goes on (and commits or rolls back as a whole).
@@ -468,7 +554,10 @@ class Store:
         _check_idle(conn)
         tx = Tx(conn, self.backend)
         try:
-            self.backend.begin(conn)
+            if queue:
+                self.backend.begin_queue(conn)
+            else:
+                self.backend.begin(conn, entity=entity)
         except self.backend.errors as exc:
             raise self._write_error(exc) from exc
         self._local.tx = tx

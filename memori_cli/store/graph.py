@@ -109,7 +109,8 @@ def add_edge_sighting(tx: Tx, edge_id: int, sources: Iterable[Source], when: str
     """One more sighting of edge ``edge_id``: its new sources counted, ``last_seen`` widened."""
     added = add_edge_sources(tx, edge_id, sources)
     tx.execute(
-        "UPDATE triples SET count = count + ?, last_seen = max(last_seen, ?) WHERE id = ?",
+        f"UPDATE triples SET count = count + ?, last_seen = {tx.backend.greatest}(last_seen, ?)"
+        " WHERE id = ?",
         (added, when, edge_id),
     )
 
@@ -150,7 +151,7 @@ def nodes(
     store: Store,
     entity_id: str,
     *,
-    where: str = "1",
+    where: str = "1 = 1",
     args: Sequence[Any] = (),
     as_of: str | None = None,
     limit: int = 1_000_000,
@@ -162,8 +163,8 @@ def nodes(
         f"""SELECT n.id, n.name, n.type, n.created_at,
                    (SELECT count(*) FROM triples t WHERE (t.subject_id = n.id OR t.object_id = n.id)
                         AND {valid}) AS degree,
-                   (SELECT json_group_array(alias) FROM graph_aliases a WHERE a.node_id = n.id
-                        AND a.alias != n.name) AS aliases
+                   (SELECT {store.backend.json_array("alias")} FROM graph_aliases a
+                        WHERE a.node_id = n.id AND a.alias != n.name) AS aliases
             FROM graph_nodes n WHERE n.entity_id = ? AND {where}
             ORDER BY degree DESC, n.name LIMIT ?""",
         [*valid_args, entity_id, *args, int(limit)],
@@ -184,16 +185,17 @@ def edges(
 ) -> list[Edge]:
     """The entity's edges (touching ``node_ids`` if given): valid now, at ``as_of``, or every
     one with ``history``; each with ``sources`` (message ids, external where known)."""
-    valid, args = ("1", []) if history else valid_at(as_of, "t")
+    valid, args = ("1 = 1", []) if history else valid_at(as_of, "t")
     where = ""
     if node_ids is not None:
         ids = [int(i) for i in node_ids]
         marks = ",".join("?" * len(ids)) or "NULL"
         where = f"AND (t.subject_id IN ({marks}) OR t.object_id IN ({marks}))"
         args = [*args, *ids, *ids]
+    sources = store.backend.json_array("coalesce(m.external_id, CAST(m.id AS TEXT))")
     cursor = store.conn.execute(
         f"""SELECT {_EDGE_COLUMNS},
-                   (SELECT json_group_array(coalesce(m.external_id, CAST(m.id AS TEXT)))
+                   (SELECT {sources}
                     FROM triple_sources ts JOIN messages m ON m.id = ts.message_id
                     WHERE ts.triple_id = t.id) AS sources
             FROM triples t JOIN graph_nodes s ON s.id = t.subject_id
@@ -286,6 +288,7 @@ def merge(store: Store, entity_id: str, keep: int, gone: int) -> dict[str, int]:
     """Fold node ``gone`` into ``keep``: its aliases and edges move; edges that become the
     same (subject, predicate, object, validity) merge their counts and sources."""
     with store.write() as conn:
+        least, greatest = conn.backend.least, conn.backend.greatest
         for node_id in (keep, gone):
             if not conn.execute(
                 "SELECT 1 FROM graph_nodes WHERE id = ? AND entity_id = ?", (node_id, entity_id)
@@ -299,20 +302,24 @@ def merge(store: Store, entity_id: str, keep: int, gone: int) -> dict[str, int]:
             """SELECT min(a.id), b.id FROM triples a JOIN triples b
                  ON a.entity_id = b.entity_id AND a.subject_id = b.subject_id
                  AND a.predicate = b.predicate AND a.object_id = b.object_id
-                 AND a.valid_to IS b.valid_to AND a.id < b.id
+                 AND (a.valid_to = b.valid_to OR (a.valid_to IS NULL AND b.valid_to IS NULL))
+                 AND a.id < b.id
                WHERE a.entity_id = ? AND ? IN (a.subject_id, a.object_id) GROUP BY b.id""",
             (entity_id, keep),
         ).fetchall():
             conn.execute(
-                """INSERT OR IGNORE INTO triple_sources (triple_id, message_id)
-                   SELECT ?, message_id FROM triple_sources WHERE triple_id = ?""",
+                """INSERT INTO triple_sources (triple_id, message_id)
+                   SELECT ?, message_id FROM triple_sources WHERE triple_id = ?
+                   ON CONFLICT DO NOTHING""",
                 (survivor, duplicate),
             )
             conn.execute(
-                """UPDATE triples SET count = (SELECT count(*) FROM triple_sources
+                f"""UPDATE triples SET count = (SELECT count(*) FROM triple_sources
                        WHERE triple_id = ?1),
-                       first_seen = min(first_seen, (SELECT first_seen FROM triples WHERE id = ?2)),
-                       last_seen = max(last_seen, (SELECT last_seen FROM triples WHERE id = ?2))
+                       first_seen = {least}(first_seen,
+                                            (SELECT first_seen FROM triples WHERE id = ?2)),
+                       last_seen = {greatest}(last_seen,
+                                              (SELECT last_seen FROM triples WHERE id = ?2))
                    WHERE id = ?1""",
                 (survivor, duplicate),
             )

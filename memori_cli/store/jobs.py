@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -59,8 +58,8 @@ def claim(
     A job whose lease expired ``MAX_ATTEMPTS`` times (its worker keeps dying on it) is parked
     as failed instead of being handed out again.
     """
-    now = time.time()
-    with store.write() as tx:
+    with store.write(queue=True) as tx:
+        now = tx.backend.now(tx)  # the clock every worker of the store shares
         rows = store.backend.claim_jobs(
             tx,
             owner,
@@ -113,16 +112,17 @@ def finish(tx: Tx, job: Job) -> None:
     tx.execute(
         """UPDATE jobs SET status = 'done', lease_owner = NULL, lease_expires = NULL,
                error = NULL, output = NULL, finished_at = ?, updated_at = ? WHERE id = ?""",
-        (time.time(), now_iso(), job.id),
+        (tx.backend.now(tx), now_iso(), job.id),
     )
 
 
 def renew(store: Store, job: Job, *, lease: float = LEASE_SECONDS) -> None:
     """Extend ``job``'s lease (between the chunks of a long model run)."""
-    with store.write() as conn:
+    with store.write(queue=True) as conn:
         check_lease(conn, job)
         conn.execute(
-            "UPDATE jobs SET lease_expires = ? WHERE id = ?", (time.time() + lease, job.id)
+            "UPDATE jobs SET lease_expires = ? WHERE id = ?",
+            (conn.backend.now(conn) + lease, job.id),
         )
 
 
@@ -133,12 +133,20 @@ def fail(
     ``retry`` is false or the attempts are used up. Returns the new status."""
     delay = BACKOFF_SECONDS * 4 ** max(0, job.attempts - 1)
     status = "pending" if retry and job.attempts < MAX_ATTEMPTS else "failed"
-    with store.write() as conn:
+    with store.write(queue=True) as conn:
         conn.execute(
             """UPDATE jobs SET status = ?, lease_owner = NULL, lease_expires = NULL,
                    run_after = ?, error = ?, output = ?, updated_at = ?
                WHERE id = ? AND lease_owner = ?""",
-            (status, time.time() + delay, error[:2000], output, now_iso(), job.id, job.owner),
+            (
+                status,
+                conn.backend.now(conn) + delay,
+                error[:2000],
+                output,
+                now_iso(),
+                job.id,
+                job.owner,
+            ),
         )
     return status
 
@@ -175,8 +183,8 @@ def stuck(store: Store, host: str, alive: Callable[[int], bool] = pid_alive) -> 
     expired = {
         int(i)
         for (i,) in store.conn.execute(
-            "SELECT id FROM jobs WHERE status = 'running' AND ifnull(lease_expires, 0) < ?",
-            (time.time(),),
+            "SELECT id FROM jobs WHERE status = 'running' AND coalesce(lease_expires, 0) < ?",
+            (store.backend.now(store.conn),),
         )
     }
     return sorted(expired | set(_dead_owned(store, host, alive)))
@@ -188,7 +196,7 @@ def reclaim_dead(store: Store, host: str, alive: Callable[[int], bool] = pid_ali
     of when the lease runs out."""
     dead = _dead_owned(store, host, alive)
     if dead:
-        with store.write() as conn:
+        with store.write(queue=True) as conn:
             conn.executemany(
                 "UPDATE jobs SET lease_expires = 0 WHERE id = ? AND status = 'running'",
                 [(job_id,) for job_id in dead],
@@ -198,10 +206,10 @@ def reclaim_dead(store: Store, host: str, alive: Callable[[int], bool] = pid_ali
 
 def release(store: Store, job: Job) -> None:
     """Hand ``job`` back untouched (the worker is stopping); the attempt does not count."""
-    with store.write() as conn:
+    with store.write(queue=True) as conn:
         conn.execute(
-            """UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_expires = NULL,
-                   attempts = max(attempts - 1, 0), updated_at = ?
+            f"""UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_expires = NULL,
+                   attempts = {conn.backend.greatest}(attempts - 1, 0), updated_at = ?
                WHERE id = ? AND lease_owner = ? AND status = 'running'""",
             (now_iso(), job.id, job.owner),
         )
@@ -218,16 +226,16 @@ def retry_failed(store: Store, job_ids: list[int] | None = None) -> int:
             return 0
         sql += f" AND id IN ({','.join('?' * len(job_ids))})"
         params += job_ids
-    with store.write() as conn:
+    with store.write(queue=True) as conn:
         return int(conn.execute(sql, params).rowcount)
 
 
 def prune(store: Store, *, older_than: float = KEEP_DONE_SECONDS) -> int:
     """Delete jobs finished more than ``older_than`` seconds ago; returns how many."""
-    with store.write() as conn:
+    with store.write(queue=True) as conn:
         cursor = conn.execute(
             "DELETE FROM jobs WHERE status = 'done' AND finished_at < ?",
-            (time.time() - older_than,),
+            (conn.backend.now(conn) - older_than,),
         )
         return int(cursor.rowcount)
 
@@ -258,11 +266,21 @@ def list_jobs(store: Store, *, status: str | None = None, limit: int = 50) -> li
     params: list[Any] = [status] if status else []
     cursor = store.conn.execute(
         f"""SELECT id, kind, entity_id AS entity, status, attempts, error, output,
-                   created_at, updated_at, json_array_length(payload, '$.message_ids') AS messages
+                   created_at, updated_at, payload
             FROM jobs WHERE {where} ORDER BY id DESC LIMIT ?""",
         [*params, int(limit)],
     )
-    return [JobInfo(*row) for row in cursor]
+    out = []
+    for record in dict_rows(cursor):
+        payload = record.pop("payload")
+        out.append(JobInfo(**record, messages=_message_count(payload)))
+    return out
+
+
+def _message_count(payload: str) -> int | None:
+    """How many message ids a job's payload holds (None: it names none)."""
+    ids = json.loads(payload).get("message_ids")
+    return len(ids) if isinstance(ids, list) else None
 
 
 def get_job(store: Store, job_id: int) -> dict[str, Any] | None:
@@ -272,7 +290,7 @@ def get_job(store: Store, job_id: int) -> dict[str, Any] | None:
         return None
     row = store.conn.execute(
         """SELECT id, kind, entity_id AS entity, status, attempts, error, output, created_at,
-                  updated_at, json_extract(payload, '$.message_ids') AS message_ids
+                  updated_at, payload
            FROM jobs WHERE id = ?""",
         (int(job_id),),
     )
@@ -288,8 +306,8 @@ def get_job(store: Store, job_id: int) -> dict[str, Any] | None:
         return None
     job = found[0] if found else {"id": int(job_id), "status": "pruned",
                                   "entity": rejected[0]["entity"]}  # fmt: skip
-    if isinstance(job.get("message_ids"), str):
-        job["message_ids"] = json.loads(job["message_ids"])
+    if "payload" in job:
+        job["message_ids"] = json.loads(job.pop("payload")).get("message_ids")
     job["rejected"] = [{k: r[k] for k in ("item", "content", "reason", "extractor")}
                        for r in rejected]  # fmt: skip
     return job

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..parts import Memory, normalise
-from . import connect, jobs, vectors
+from . import jobs, vectors
 from .core import Store, Tx, dict_rows, is_rowid, now_iso, rowids, valid_at
 
 _COLUMNS = """m.id, m.entity_id, m.kind, m.content, m.about, m.slot, m.confidence, m.trust,
@@ -126,8 +126,9 @@ def add_sighting(tx: Tx, memory_id: int, sources: Iterable[Source], first: str, 
     seen widened to ``first`` and ``when``."""
     added = add_sources(tx, memory_id, sources)
     tx.execute(
-        """UPDATE memories SET count = count + ?, first_seen = min(first_seen, ?),
-               last_seen = max(last_seen, ?) WHERE id = ?""",
+        f"""UPDATE memories SET count = count + ?,
+               first_seen = {tx.backend.least}(first_seen, ?),
+               last_seen = {tx.backend.greatest}(last_seen, ?) WHERE id = ?""",
         (added, first, when, memory_id),
     )
 
@@ -340,7 +341,7 @@ def history(store: Store, memory_id: int, *, entity_id: str | None = None) -> li
         return []
     row = store.conn.execute(
         """SELECT entity_id, about, slot FROM memories
-           WHERE id = ? AND entity_id = ifnull(?, entity_id)""",
+           WHERE id = ? AND entity_id = coalesce(?, entity_id)""",
         (int(memory_id), entity_id),
     ).fetchone()
     if row is None:
@@ -383,7 +384,7 @@ def forget_memory(store: Store, memory_id: int, *, entity_id: str | None = None)
     with store.write() as conn:
         row = conn.execute(
             """SELECT entity_id, content, extractor, session_id FROM memories
-               WHERE id = ? AND entity_id = ifnull(?, entity_id)""",
+               WHERE id = ? AND entity_id = coalesce(?, entity_id)""",
             (int(memory_id), entity_id),
         ).fetchone()
         if row is None:
@@ -398,7 +399,7 @@ def forget_memory(store: Store, memory_id: int, *, entity_id: str | None = None)
         _forget_edges(conn, owner, int(memory_id), content, extractor)
         _cut_from_summaries(conn, owner, session_id, sources, content)
         conn.execute("DELETE FROM memories WHERE id = ?", (int(memory_id),))
-        connect.purge_fts(conn)  # where FTS5 secure-delete is off (SQLite before 3.44)
+        store.backend.after_delete(conn)  # the search indexes let the text go now
     return True
 
 

@@ -11,7 +11,6 @@ from typing import Any
 
 from ..errors import ForgetWarning
 from ..parts import EntityInfo, Session
-from . import connect
 from .core import Store, Tx, dict_rows, now_iso
 from .reply import reply_context
 
@@ -75,8 +74,9 @@ def add_messages(store: Store, batch: Sequence[NewMessage]) -> AddResult:
     if not batch:
         return result
     now = now_iso()
-    with store.write() as conn:
-        entities = {m.entity_id for m in batch}
+    entities = {m.entity_id for m in batch}
+    # One entity's batch (the usual one) locks only that entity on PostgreSQL.
+    with store.write(entity=next(iter(entities)) if len(entities) == 1 else None) as conn:
         processes = {m.process_id for m in batch if m.process_id is not None}
         conn.executemany(
             "INSERT INTO entities (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
@@ -213,7 +213,7 @@ def forget_entity(store: Store, entity_id: str) -> dict[str, int]:
             column = "id" if table == "entities" else "entity_id"
             cursor = conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (entity_id,))
             removed[table] = cursor.rowcount
-        connect.purge_fts(conn)  # where FTS5 secure-delete is off (SQLite before 3.44)
+        store.backend.after_delete(conn)  # the search indexes let the text go now
     if store.matrices is not None:
         store.matrices.drop(entity_id)
     if not store.checkpoint():

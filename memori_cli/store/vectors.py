@@ -13,6 +13,9 @@ takes one of two paths, per connection (:func:`memori_cli.store.connect.vector_p
 
 Large entities (``MATRIX_MIN_ROWS``) take the matrix on both paths. Both give the same
 neighbours: cosine distance over the same float32 vectors.
+
+On PostgreSQL the vectors are pgvector ``vector`` columns, searched on the server
+(:mod:`memori_cli.store.postgres.vectors`); vec0 and the matrix copies are SQLite's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 
 from ..errors import StoreError
 from . import vec0
+from .backend import backend_of
 from .connect import has_vec
 from .core import Store, dict_rows, now_iso
 from .matrix import MATRIX_MIN_ROWS, nearest, read_blobs
@@ -57,6 +61,16 @@ def _index_model(conn: Any) -> tuple[str, int] | None:
     return rows["vector_model"], int(rows["vector_dim"])
 
 
+def _pgvector(conn: Any) -> Any:
+    """The pgvector side (:mod:`memori_cli.store.postgres.vectors`) if ``conn`` is a
+    PostgreSQL store's, else None (the SQLite paths)."""
+    if backend_of(conn).name != "postgres":
+        return None
+    from .postgres import vectors as pgvector
+
+    return pgvector
+
+
 def ensure_index(conn: Any, model: str, dim: int) -> None:
     """Inside a write transaction: record ``model`` as the index's model if there is none yet
     (and, on a sqlite-vec connection, make the vec0 index); raise :class:`StoreError` if the
@@ -73,7 +87,7 @@ def ensure_index(conn: Any, model: str, dim: int) -> None:
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             [("vector_model", model), ("vector_dim", str(dim))],
         )
-    if has_vec(conn):
+    if _pgvector(conn) is None and has_vec(conn):
         vec0.ensure(conn, dim)
 
 
@@ -131,6 +145,10 @@ def insert(conn: Any, model: str, message_ids: Sequence[int], vectors: np.ndarra
     if not len(message_ids):
         return fresh
     ensure_index(conn, model, dim)
+    pgvector = _pgvector(conn)
+    if pgvector is not None:
+        added: Added = pgvector.insert_message_vectors(conn, model, dim, now, message_ids, vectors)
+        return added
     indexed = has_vec(conn)
     for position, (message_id, vector) in enumerate(zip(message_ids, vectors, strict=True)):
         blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
@@ -158,7 +176,13 @@ def insert(conn: Any, model: str, message_ids: Sequence[int], vectors: np.ndarra
 
 
 def after_commit(store: Store, fresh: Added, vectors: np.ndarray) -> None:
-    """Bring large entities' memory-mapped copies up to date with vectors just committed."""
+    """Bring large entities' memory-mapped copies up to date with vectors just committed (on
+    PostgreSQL: give an entity that just grew large its HNSW index)."""
+    if store.backend.name == "postgres":
+        from .postgres import vectors as pgvector
+
+        pgvector.after_commit(store.conn, fresh, int(vectors.shape[1]))
+        return
     if store.matrices is None:  # the store is the source of truth: only after the commit
         return
     for entity_id, (ids, positions) in fresh.items():
@@ -173,6 +197,10 @@ def insert_memory(conn: Any, model: str, memory_id: int, entity_id: str, vector:
     """Inside a write transaction: store a memory's vector (replacing one it had)."""
     vector = np.ascontiguousarray(vector, dtype=np.float32)
     ensure_index(conn, model, int(vector.shape[0]))
+    pgvector = _pgvector(conn)
+    if pgvector is not None:
+        pgvector.insert_memory_vector(conn, model, memory_id, entity_id, vector)
+        return
     blob = vector.tobytes()
     conn.execute(
         """INSERT INTO memory_embeddings (memory_id, entity_id, model, dim, embedding)
@@ -196,6 +224,10 @@ def knn_memories(conn: Any, entity_id: str, vector: Any, k: int) -> list[tuple[i
     if k <= 0 or _index_model(conn) is None:
         return []
     query = np.ascontiguousarray(vector, dtype=np.float32)
+    pgvector = _pgvector(conn)
+    if pgvector is not None:
+        found: list[tuple[int, float]] = pgvector.knn(conn, "memory", entity_id, query, k)
+        return found
     if vec0.usable(conn):
         return _vec0_knn(conn, "memory", entity_id, query, k)
     ids, matrix = read_blobs(conn, "memory_embeddings", entity_id, query.shape[0], "memory_id")
@@ -217,6 +249,10 @@ def knn(store: Store, entity_id: str, vector: np.ndarray, k: int) -> list[tuple[
         return []
     conn = store.conn
     query = np.ascontiguousarray(vector, dtype=np.float32)
+    pgvector = _pgvector(conn)
+    if pgvector is not None:
+        found: list[tuple[int, float]] = pgvector.knn(conn, "message", entity_id, query, k)
+        return found
     matrices = store.matrices
     if matrices is not None and matrices.exists(entity_id):
         # A large entity (augmentation made its copy when it crossed MATRIX_MIN_ROWS).
@@ -268,6 +304,10 @@ def reset(store: Store) -> None:
         for source in ("message_embeddings", "memory_embeddings"):
             conn.execute(f"DELETE FROM {source}")
         conn.execute("DELETE FROM settings WHERE key IN ('vector_model', 'vector_dim')")
-        vec0.reset(conn)
+        pgvector = _pgvector(conn)
+        if pgvector is None:
+            vec0.reset(conn)
+        else:
+            pgvector.drop_indexes(conn)  # they index the old model's dimension
     if store.matrices is not None:
         store.matrices.drop()

@@ -1,10 +1,19 @@
-"""PostgreSQL with pgvector, a second :class:`~memori_cli.store.backend.Backend` (phase 1).
+"""PostgreSQL with pgvector, a second :class:`~memori_cli.store.backend.Backend`.
 
-What exists: every ``Backend`` method, for real, on psycopg 3, held to the same contract suite
-as SQLite (``tests/test_backend_contract.py``) plus ``tests/test_postgres.py``. What does not,
-yet: the library on top of it. :func:`~memori_cli.store.backend.backend_for` still refuses
-``postgresql://`` for ``Memori(conn=...)``, because the store's shared modules write SQLite's
-SQL (below: the plan for phase 2).
+``Memori(conn="postgresql://user@host/dbname")`` (also ``postgres://``, ``--db`` and
+``MEMORI_DB``, a psycopg connection or a factory returning one) runs the whole library here:
+capture, import, augmentation, recall, the graph, forget, the CLI and the daemon. Every
+``Backend`` method is held to the same contract suite as SQLite
+(``tests/test_backend_contract.py``) plus ``tests/test_postgres.py``; the library end to end
+by ``tests/test_postgres_library.py`` and the library's own tests run again on it
+(``tests/test_postgres_shared.py``, ``tests/test_postgres_graph.py``).
+
+The shared store modules write their SQL once, with ``?`` placeholders: the store wraps each
+psycopg connection in a :class:`~.qmark.QmarkConnection` that translates it (this module's
+own SQL is psycopg's and runs on the connection underneath: :func:`.qmark.unwrap`). What the two
+engines spell differently goes through the backend (``least``/``greatest``,
+:meth:`PostgresBackend.json_array`, :meth:`PostgresBackend.after_delete`,
+:meth:`PostgresBackend.now`); vectors through :mod:`.vectors` (pgvector).
 
 Connections
     ``connect(target)`` takes a URL (``postgresql://user@host/db``) or a libpq conninfo
@@ -45,7 +54,8 @@ Forget
     recycled (and in base backups and replicas' WAL). ``after_forget`` VACUUMs memori's
     tables. The SQLite "byte-search of the files" guarantee is not claimed here.
 
-What the shared SQL needs for phase 2. Every statement the library runs is under
+What the shared SQL needed for phase 2 (done: kept as the map of what differs). Every
+statement the library runs is under
 ``memori_cli/store/`` (and nothing in ``daemon/``); counted over those modules except the
 engines' own (``sqlite/``, ``postgres/``, ``migrations.py``, ``migrator.py``), lines as of
 this phase (comments and docstrings included; the script and its file:line listing are in
@@ -99,6 +109,8 @@ from typing import Any
 
 from ...errors import ExtensionError, StoreError
 from . import schema
+from .qmark import QmarkConnection
+from .qmark import unwrap as _raw
 
 #: Milliseconds one statement may run before the server cancels it (nothing hangs forever).
 STATEMENT_TIMEOUT_MS = 300_000
@@ -167,7 +179,10 @@ class PostgresBackend:
     """The PostgreSQL engine (see the module docstring). Stateless: one instance serves all."""
 
     name = "postgres"
-    paramstyle = "format"
+    #: The shared modules' SQL is qmark: :meth:`adapt` translates it for psycopg.
+    paramstyle = "qmark"
+    #: Scalar smallest / largest of two values (SQLite's two-argument min / max).
+    least, greatest = "least", "greatest"
     #: psycopg's base error (empty without the driver: nothing can be raised by it then).
     errors: tuple[type[Exception], ...]
 
@@ -191,11 +206,28 @@ class PostgresBackend:
         # A sibling from the same driver: psycopg is the only one this backend speaks.
         return self.connect(target)
 
+    def adapt(self, conn: Any) -> Any:
+        """``conn`` able to run the shared modules' ``?`` SQL (see :mod:`.qmark`)."""
+        return conn if isinstance(conn, QmarkConnection) else QmarkConnection(conn)
+
+    # -- what the shared SQL spells differently --------------------------------------------
+    def json_array(self, expr: str) -> str:
+        """An aggregate: the JSON text of an array of ``expr`` over the group (``[]`` for
+        none), as SQLite's ``json_group_array``."""
+        return f"coalesce(json_agg({expr}), '[]'::json)::text"
+
+    def after_delete(self, tx: Any) -> None:
+        """Nothing: the triggers remove deleted rows' postings in the same statement."""
+
     def configure(self, conn: Any, *, read_only: bool = False) -> None:
+        from .vectors import EF_SEARCH
+
+        conn = _raw(conn)
         conn.execute(
             f"SET statement_timeout = {int(STATEMENT_TIMEOUT_MS)};"
             f" SET lock_timeout = {int(LOCK_TIMEOUT_MS)};"
             " SET plan_cache_mode = force_custom_plan;"
+            f" SET hnsw.ef_search = {int(EF_SEARCH)};"
             f" SET application_name = '{APPLICATION_NAME}'"
         )
         if read_only:
@@ -215,11 +247,13 @@ class PostgresBackend:
     def migrate(self, conn: Any) -> None:
         """Apply the pending migrations of :data:`schema.MIGRATIONS`, all in one transaction
         under an advisory lock (a second process waits, then finds nothing pending)."""
+        conn = _raw(conn)
         if not self._pending(conn):
             return
         conn.execute("BEGIN")
         try:
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_SPACE, _MIGRATE_LOCK))
+            self._check_ours(conn)
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             conn.execute(schema.MIGRATIONS_TABLE)
             for name in self._pending(conn):
@@ -235,7 +269,33 @@ class PostgresBackend:
                 conn.execute("ROLLBACK")
             raise
 
+    def _check_ours(self, conn: Any) -> None:
+        """Raise :class:`StoreError` if the schema memori would create its tables in holds
+        another application's tables (no memori migrations recorded): memori opens only its
+        own stores or an empty schema, and leaves anything else as it was."""
+        (ours,) = conn.execute("SELECT to_regclass('_sqlite_migrations') IS NOT NULL").fetchone()
+        if ours:
+            return
+        tables = [
+            str(name)
+            for (name,) in conn.execute(
+                """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm')
+                   ORDER BY 1 LIMIT 6"""
+            )
+        ]
+        if tables:
+            shown = ", ".join(tables[:5]) + (", …" if len(tables) > 5 else "")
+            (schema_name,) = conn.execute("SELECT current_schema()").fetchone()
+            raise StoreError(
+                f"schema {schema_name!r} of this database holds another application's tables "
+                f"({shown}); memori opens only its own stores or an empty schema, and left it "
+                "unchanged. Use a database of its own (CREATE DATABASE memori), or a schema of "
+                "its own (?options=-csearch_path%3Dmemori in the URL, after CREATE SCHEMA memori)"
+            )
+
     def _pending(self, conn: Any) -> list[str]:
+        conn = _raw(conn)
         (exists,) = conn.execute("SELECT to_regclass('_sqlite_migrations') IS NOT NULL").fetchone()
         done: set[str] = set()
         if exists:
@@ -249,6 +309,7 @@ class PostgresBackend:
 
     # -- transactions ----------------------------------------------------------------------
     def begin(self, conn: Any, *, entity: str | None = None) -> None:
+        conn = _raw(conn)
         conn.execute("BEGIN")
         try:
             if entity is None:
@@ -266,6 +327,7 @@ class PostgresBackend:
     def begin_queue(self, conn: Any) -> None:
         """Begin a write that takes no entity's lock (claims, lease checks): the store-wide
         lock shared, so it runs beside other entities' writes and other claims."""
+        conn = _raw(conn)
         conn.execute("BEGIN")
         try:
             conn.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", (_LOCK_SPACE, _STORE_LOCK))
@@ -275,14 +337,17 @@ class PostgresBackend:
             raise
 
     def commit(self, conn: Any) -> None:
+        conn = _raw(conn)
         # Delivered to listeners only if the transaction commits.
         conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
         conn.execute("COMMIT")
 
     def rollback(self, conn: Any) -> None:
+        conn = _raw(conn)
         conn.execute("ROLLBACK")
 
     def in_transaction(self, conn: Any) -> bool:
+        conn = _raw(conn)
         from psycopg.pq import TransactionStatus
 
         return bool(conn.info.transaction_status != TransactionStatus.IDLE)
@@ -390,6 +455,7 @@ class PostgresBackend:
         params: list[Any],
         limit: int,
     ) -> list[dict[str, Any]]:
+        conn = _raw(conn)
         if not terms or limit <= 0:
             return []
         cursor = self._bm25(
@@ -411,6 +477,7 @@ class PostgresBackend:
         params: list[Any],
         limit: int,
     ) -> list[tuple[int, float]]:
+        conn = _raw(conn)
         if not terms or limit <= 0:
             return []
         rows = self._bm25(
@@ -420,6 +487,7 @@ class PostgresBackend:
 
     # -- bulk writes -----------------------------------------------------------------------
     def insert_messages(self, tx: Any, rows: list[tuple[Any, ...]]) -> list[tuple[int, str, int]]:
+        tx = _raw(tx)
         if not rows:
             return []
         # Rows of 12 (the last: the context the message is indexed with), or 11 without it.
@@ -440,6 +508,7 @@ class PostgresBackend:
         return sorted((int(i), str(e), int(s)) for i, e, s in inserted)
 
     def insert_jobs(self, tx: Any, rows: list[tuple[Any, ...]]) -> list[int]:
+        tx = _raw(tx)
         if not rows:
             return []
         columns = list(zip(*rows, strict=True))
@@ -459,6 +528,7 @@ class PostgresBackend:
     def now(self, conn: Any) -> float:
         """The server's clock in epoch seconds: the one clock every host's daemons share
         (phase 2 passes it as ``claim_jobs``' ``now``; hosts' own clocks differ)."""
+        conn = _raw(conn)
         (value,) = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
         return float(value)
 
@@ -474,6 +544,7 @@ class PostgresBackend:
         max_attempts: int,
         stamp: str,
     ) -> list[tuple[Any, ...]]:
+        tx = _raw(tx)
         # Rows another claim holds are skipped, never waited on: two workers never get the
         # same job, and neither waits for the other.
         tx.execute(
@@ -505,6 +576,7 @@ class PostgresBackend:
         return sorted((tuple(row) for row in rows), key=lambda row: int(row[0]))
 
     def lease_held(self, tx: Any, job_id: int, owner: str) -> bool:
+        tx = _raw(tx)
         row = tx.execute(
             """SELECT 1 FROM jobs WHERE id = %s AND status = 'running' AND lease_owner = %s
                FOR UPDATE""",
@@ -514,6 +586,7 @@ class PostgresBackend:
 
     # -- changes and housekeeping ----------------------------------------------------------
     def change_token(self, conn: Any) -> int:
+        conn = _raw(conn)
         # The snapshot's xmax moves when a write transaction starts after the last reading,
         # its list of running ones when one that was running ends: a commit always moves it.
         (snapshot,) = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
@@ -542,6 +615,11 @@ class PostgresBackend:
                 delay = min(delay * 2, 5.0)
 
     def after_forget(self, conn: Any, *, attempts: int = 5, wait_ms: int = 200) -> bool:
+        conn = _raw(conn)
+        from .vectors import drop_indexes
+
+        # The HNSW indexes of entities with no vectors left go (they index nothing now).
+        drop_indexes(conn, unused_only=True)
         # VACUUM marks the deleted rows' space free for reuse (it cannot run inside a
         # transaction: autocommit). Rows an older snapshot still sees stay until it ends.
         tables = [
@@ -557,7 +635,21 @@ class PostgresBackend:
             conn.execute("VACUUM " + ", ".join(f'"{name}"' for name in tables))
         return True
 
+    def size_bytes(self, conn: Any) -> int | None:
+        """memori's tables with their indexes and TOAST in the current schema (the database
+        may hold other things)."""
+        conn = _raw(conn)
+        (size,) = conn.execute(
+            """SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind = 'r' AND n.nspname = current_schema()
+                 AND c.relname = ANY(%s)""",
+            (list(_MEMORI_TABLES),),
+        ).fetchone()
+        return int(size)
+
     def versions(self, conn: Any) -> dict[str, str]:
+        conn = _raw(conn)
         import importlib.metadata
 
         psycopg = _psycopg()
@@ -582,6 +674,8 @@ class PostgresBackend:
         """``memori doctor``'s lines: the server and pgvector versions and the URL with the
         password masked (``conn`` None: only the driver, no server to ask)."""
         psycopg = _psycopg()
+        if conn is not None:
+            conn = _raw(conn)
         if conn is None:
             return [
                 {
@@ -622,6 +716,10 @@ _FORGET_TABLES = (
 )  # fmt: skip
 
 
+#: Every table of the schema (forget's and the rest).
+_MEMORI_TABLES = (*_FORGET_TABLES, "_sqlite_migrations", "processes", "settings", "vector_changes")
+
+
 def _utc_now() -> Any:
     import datetime
 
@@ -630,5 +728,6 @@ def _utc_now() -> Any:
 
 #: The PostgreSQL backend (stateless, shared).
 POSTGRES = PostgresBackend()
+QmarkConnection.backend = POSTGRES
 
 __all__ = ["POSTGRES", "PostgresBackend", "masked_url"]

@@ -76,6 +76,8 @@ class SqliteBackend:
     name = "sqlite"
     paramstyle = "qmark"
     errors = connect.DatabaseError
+    #: Scalar smallest / largest of two values: SQLite's two-argument min / max.
+    least, greatest = "min", "max"
 
     # -- connections -----------------------------------------------------------------------
     def connect(self, target: str, *, read_only: bool = False) -> Any:
@@ -84,8 +86,21 @@ class SqliteBackend:
     def connect_like(self, conn: Any, target: str) -> Any:
         return connect.same_driver(conn, target)
 
+    def adapt(self, conn: Any) -> Any:
+        return conn  # the shared modules' SQL is SQLite's own
+
     def configure(self, conn: Any, *, read_only: bool = False) -> None:
         connect.configure(conn, read_only=read_only)
+
+    # -- what the shared SQL spells differently --------------------------------------------
+    def json_array(self, expr: str) -> str:
+        return f"json_group_array({expr})"
+
+    def after_delete(self, tx: Any) -> None:
+        connect.purge_fts(tx)  # where FTS5 secure-delete is off (SQLite before 3.44)
+
+    def now(self, conn: Any) -> float:
+        return time.time()  # one file on one host: the host's clock
 
     def migrate(self, conn: Any) -> None:
         # One BEGIN IMMEDIATE for all pending migrations; an up-to-date store is only read.
@@ -94,6 +109,9 @@ class SqliteBackend:
     # -- transactions ----------------------------------------------------------------------
     def begin(self, conn: Any, *, entity: str | None = None) -> None:
         conn.execute("BEGIN IMMEDIATE")  # one writer per file: no per-entity lock needed
+
+    def begin_queue(self, conn: Any) -> None:
+        conn.execute("BEGIN IMMEDIATE")
 
     def commit(self, conn: Any) -> None:
         vec0.sync(conn)  # rows a connection without sqlite-vec wrote: into vec0
@@ -245,11 +263,12 @@ class SqliteBackend:
         # Changes when another connection commits to the file (not for this one's commits).
         return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
-    def watch(self, target: Path, stop: threading.Event, wake: threading.Event) -> None:
+    def watch(self, target: Path | str, stop: threading.Event, wake: threading.Event) -> None:
         # A commit touches the -wal file, never the .db itself: watch the folder for the
         # store's files. Raises ImportError/OSError where file events are not available.
         import watchfiles
 
+        target = Path(target)
         prefix = target.name
 
         def ours(change: Any, path: str) -> bool:
@@ -283,6 +302,9 @@ class SqliteBackend:
             return False
         finally:
             conn.execute(f"PRAGMA busy_timeout = {connect.BUSY_TIMEOUT_MS}")
+
+    def size_bytes(self, conn: Any) -> int | None:
+        return None  # the file's, its -wal's and -shm's sizes: Memori.stats adds them up
 
     def versions(self, conn: Any) -> dict[str, str]:
         return connect.versions(conn)
