@@ -454,3 +454,13 @@ def test_the_embedder_reads_named_speakers_as_pronouns(tmp_path: Path) -> None:
     hits = mem.recall("What did Melanie do with Melanie's kids?", 1, memories=False)
     assert seen == ["What did they do with their kids?"]
     assert hits[0].name == "Melanie"
+    # With one named speaker (a named user, an unnamed assistant) the name is kept.
+    alone = Memori(conn=tmp_path / "one.db", embedder=Recording())
+    alone.add_messages([
+        {"role": "user", "name": "Maya", "content": "Hi! I'm Maya Chen, I just moved to Lisbon."},
+        {"role": "assistant", "content": "Welcome to Lisbon!"},
+    ])  # fmt: skip
+    alone.augment()
+    seen.clear()
+    alone.recall("Where does Maya live?", 1, memories=False)
+    assert seen == ["Where does Maya live?"]

@@ -133,7 +133,11 @@ def recall(
     entity, query = request.entity, request.query
     names = speakers(store, entity)
     about = mentioned_speakers(query, names) if config.speaker_weight else set()
-    query_vector = embed(dense_query(query, about)) if embed is not None else None
+    # Among several named speakers their names tell no turn apart (see dense_query); with one
+    # (a named user and an unnamed assistant) the name is kept: "I'm Maya Chen, I just moved
+    # to Lisbon" answers "where does Maya live?" partly by it.
+    dense = dense_query(query, about) if len(names) > 1 else query
+    query_vector = embed(dense) if embed is not None else None
     lexical, nearest = candidates(store, request, query_vector, config=config, speakers=about)
     around = neighbours(store, [row["id"] for row in lexical]) if config.neighbour_weight else {}
     graph_messages, graph_memories = _graph(store, entity, query, about, request.as_of, config)

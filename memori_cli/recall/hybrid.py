@@ -59,12 +59,13 @@ def speaker_words(speakers: set[str]) -> set[str]:
 
 
 def dense_query(query: str, speakers: set[str]) -> str:
-    """The query as the embedder reads it: the speakers it names become "they" and "their".
+    """The query as the embedder reads it in a conversation between named speakers: the
+    speakers it names become "they" and "their".
 
     Every turn's vector holds its speaker's name and the previous speaker's (see
-    augment/embedding.py), so in a conversation between them a name tells no turn apart and
-    only pulls the query towards turns that address that person ("Wow, Melanie!"); the
-    speaker weight does what the name should. LoCoMo dev R@10 0.793 -> 0.817 (multi-hop
+    augment/embedding.py), so between named speakers a name tells no turn apart and only
+    pulls the query towards turns that address that person ("Wow, Melanie!"); the speaker
+    weight does what the name should. LoCoMo dev R@10 0.793 -> 0.817 (multi-hop
     0.390 -> 0.503, temporal 0.984 -> 0.937); names removed instead: 0.812 against 0.822 on
     one store; turns embedded without names too: no better (0.806-0.817).
     """
