@@ -2,6 +2,7 @@
 """Recall latency on synthetic stores, and embedding throughput.
 
 Usage: .venv/bin/python scripts/bench_recall.py [--sizes 10k 100k 1m] [--queries 40]
+           [--postgres URL]
 
 Builds stores of 10k and 100k messages for one entity and 1M messages across 100 entities
 (synthetic text, random unit vectors; the query is embedded for real with the default model),
@@ -13,11 +14,16 @@ costs what a long question costs). ``scripts/bench_vector_path.py`` splits the v
 further.
 Targets: median <= 15 ms and p95 <= 25 ms at 100k, median <= 15 ms at 1M rows across 100
 entities; embedding >= 300 sentences/s batched, <= 5 ms for one sentence.
+
+With ``--postgres URL`` (a database memori may use; each size gets a schema of its own there,
+dropped afterwards) every size is also built on PostgreSQL and its hybrid recall timed with
+the same queries, beside SQLite's (target: within 1.5x of SQLite's median).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sqlite3
@@ -25,6 +31,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +63,10 @@ def vocabulary(rng: random.Random, size: int = 5000) -> list[str]:
     return ["".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(size)]
 
 
-def build(folder: Path, entities: int, per_entity: int, dim: int) -> Memori:
+def build(
+    folder: Path, entities: int, per_entity: int, dim: int, conn: str | None = None
+) -> Memori:
+    """The synthetic store, in ``folder`` or at the PostgreSQL URL ``conn``."""
     rng = random.Random(1)
     words = vocabulary(rng)
     weights = [1 / (i + 1) for i in range(len(words))]  # Zipf-like, as real text
@@ -67,7 +77,7 @@ def build(folder: Path, entities: int, per_entity: int, dim: int) -> Memori:
                 text = " ".join(rng.choices(words, weights, k=rng.randint(8, 30)))
                 handle.write(json.dumps({"role": "user", "content": text, "entity": f"e{e}",
                                          "session": f"s{i // 40}"}) + "\n")  # fmt: skip
-    mem = Memori(conn=folder / "bench.db")
+    mem = Memori(conn=conn or folder / "bench.db")
     started = time.perf_counter()
     mem.import_file(source)
     print(f"  imported {entities * per_entity:,} messages in {time.perf_counter() - started:.0f} s")
@@ -78,7 +88,7 @@ def build(folder: Path, entities: int, per_entity: int, dim: int) -> Memori:
     while True:
         rows = mem.store.conn.execute(
             "SELECT id FROM messages WHERE id > ? ORDER BY id LIMIT 20000", (after,)
-        ).fetchall()
+        ).fetchall()  # the store's connection takes ? on both engines
         if not rows:
             break
         ids = [r[0] for r in rows]
@@ -147,6 +157,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--queries", type=int, default=40)
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="also build and time each size on this PostgreSQL database",
+    )
     args = parser.parse_args()
     embedder = load("minilm")
     rng = random.Random(3)
@@ -172,10 +187,29 @@ def main() -> None:
               f"128 word pieces); single: {single * 1000:.1f} ms")  # fmt: skip
     print(f"  recall below embeds with {getattr(embedder, 'engine', embedder.name)}")
     for size in args.sizes:
-        measure(size, args.queries, embedder.dim, rng)
+        measure(size, args.queries, embedder.dim, rng, args.postgres)
 
 
-def measure(size: str, count: int, dim: int, rng: random.Random) -> None:
+@contextlib.contextmanager
+def postgres_schema(url: str, name: str) -> Iterator[str]:
+    """A fresh schema ``name`` in the database at ``url``, dropped afterwards; yields the URL
+    whose connections use it."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+        admin.execute(f"CREATE SCHEMA {name}")
+    joiner = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{joiner}options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def measure(
+    size: str, count: int, dim: int, rng: random.Random, postgres: str | None = None
+) -> None:
     entities, per_entity = SIZES[size]
     print(f"\n{size}: {entities} entit{'y' if entities == 1 else 'ies'} x {per_entity:,} messages")
     with tempfile.TemporaryDirectory() as tmp:
@@ -204,6 +238,15 @@ def measure(size: str, count: int, dim: int, rng: random.Random) -> None:
         print(f"  recall of a 10 MB query (read up to {MAX_QUERY_CHARS:,} characters): "
               f"{(time.perf_counter() - started) * 1000:.0f} ms")  # fmt: skip
         mem.close()
+        if postgres:
+            with postgres_schema(postgres, f"memori_bench_{size}") as url:
+                print("  on PostgreSQL:")
+                server = build(Path(tmp), entities, per_entity, dim, conn=url)
+                on_pg = latency(lambda q: server.recall(q, 10, entity_id=pick()), queries)
+                ratio = on_pg[0] / hybrid[0]
+                print(f"  hybrid recall on PostgreSQL:               median {on_pg[0]:.1f} ms, "
+                      f"p95 {on_pg[1]:.1f} ms ({ratio:.2f}x SQLite's median)")  # fmt: skip
+                server.close()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 """Evidence-retrieval evaluation on LoCoMo, computed exactly as shared/eval/README.md defines.
 
 Usage: .venv/bin/python scripts/eval_locomo.py PATH/locomo-dev.json [PATH/longmemeval-dev.json ...]
-           [--samples conv-26 ...] [--store FILE [--only-kept]]
+           [--samples conv-26 ...] [--store FILE|postgresql://... [--only-kept]]
 
 Every file given is evaluated in the same run and printed as its own tables (LongMemEval's
 file has the same layout; its categories are named in each sample's ``category_names``).
@@ -36,6 +36,7 @@ from typing import Any
 
 from memori_cli import Memori, recall
 from memori_cli.recall.query import STOPWORDS
+from memori_cli.store.backend import is_postgres_url
 
 K_MAX = 20
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
@@ -155,7 +156,7 @@ def evaluate(
     data: list[dict[str, Any]],
     *,
     quiet: bool = False,
-    store: Path | None = None,
+    store: Path | str | None = None,
     ranking: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     results: dict[str, dict[int, list[dict[str, float]]]] = {
@@ -249,15 +250,21 @@ def pooled_values(
     return [m[key] for c in categories for m in per_category.get(c, [])]
 
 
+def store_target(value: str) -> Path | str:
+    """``--store``: a file, or a PostgreSQL URL kept as given (a Path would fold its ``//``)."""
+    return value if is_postgres_url(value) else Path(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", type=Path, nargs="+",
                         help="dataset JSON files (e.g. ../shared/eval/locomo-dev.json "
                         "../shared/eval/longmemeval-dev.json)")  # fmt: skip
     parser.add_argument("--samples", nargs="*", help="only these sample_ids")
-    parser.add_argument("--store", type=Path,
-                        help="keep the augmented store in this file and reuse the samples it "
-                        "holds (only while extraction and embedding are unchanged)")  # fmt: skip
+    parser.add_argument("--store", type=store_target,
+                        help="keep the augmented store in this file (or PostgreSQL database, "
+                        "by URL) and reuse the samples it holds (only while extraction and "
+                        "embedding are unchanged)")  # fmt: skip
     parser.add_argument("--only-kept", action="store_true",
                         help="with --store: only the samples already in it")  # fmt: skip
     parser.add_argument("--set", dest="ranking", action="append", default=[], metavar="KEY=VALUE",
@@ -277,7 +284,7 @@ def main() -> None:
         data = json.loads(path.read_text())
         if args.samples:
             data = [s for s in data if s["sample_id"] in args.samples]
-        if args.only_kept and args.store and args.store.exists():
+        if args.only_kept and args.store and (isinstance(args.store, str) or args.store.exists()):
             kept = Memori(conn=args.store, create=False)
             data = [s for s in data if kept.sessions(s["sample_id"])]
             kept.close()
