@@ -201,7 +201,7 @@ def postgres_schema(url: str, name: str) -> Iterator[str]:
         admin.execute(f"CREATE SCHEMA {name}")
     joiner = "&" if "?" in url else "?"
     try:
-        yield f"{url}{joiner}options=-csearch_path%3D{name}"
+        yield f"{url}{joiner}options=-csearch_path%3D{name}%2Cpublic"
     finally:
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")

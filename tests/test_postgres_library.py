@@ -401,8 +401,10 @@ def test_another_applications_database_is_refused_and_left_unchanged(pg_url: str
         tables = [name for (name,) in listed]
         assert tables == ["invoices"]
         conn.execute("CREATE SCHEMA memori")
+        # The other application uses pgvector too: its type lives in public.
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     # A schema of its own, as the error says.
-    mem = Memori(conn=f"{pg_url}&options=-csearch_path%3Dmemori")
+    mem = Memori(conn=f"{pg_url}&options=-csearch_path%3Dmemori%2Cpublic")
     mem.add_messages([{"role": "user", "content": "I live in Porto."}])
     assert mem.recall("Porto")[0].content == "I live in Porto."
     (schema,) = mem.store.conn.execute(

@@ -291,7 +291,8 @@ class PostgresBackend:
                 f"schema {schema_name!r} of this database holds another application's tables "
                 f"({shown}); memori opens only its own stores or an empty schema, and left it "
                 "unchanged. Use a database of its own (CREATE DATABASE memori), or a schema of "
-                "its own (?options=-csearch_path%3Dmemori in the URL, after CREATE SCHEMA memori)"
+                "its own (?options=-csearch_path%3Dmemori%2Cpublic in the URL, after CREATE "
+                "SCHEMA memori; public stays on the path for pgvector's type)"
             )
 
     def _pending(self, conn: Any) -> list[str]:
