@@ -440,6 +440,12 @@ def test_writes_lock_only_what_they_touch(pg_url: str) -> None:
         other.add_messages([{"role": "user", "content": "I love tea."}])
         claimed = jobs.claim(other.store, "host:1:t", limit=10)
         assert time.monotonic() - start < 5 and len(claimed) == 2
+        for job in claimed:
+            jobs.release(other.store, job)
+        # and so does augmenting entity b: its results are b's alone
+        report = other.augment()
+        assert time.monotonic() - start < 5 and report.jobs_done == 2
+        assert {m.content for m in other.memories()} >= {"User lives in Porto"}
         blocked = threading.Event()
 
         def whole_store() -> None:

@@ -78,7 +78,9 @@ def save(
     """
     result = SaveResult()
     fresh: vectors.Added = {}
-    with store.write() as conn:
+    # Everything a job writes is its entity's (and its own queue row, which the lease check
+    # locks): on PostgreSQL, jobs of other entities save beside it; SQLite has one writer.
+    with store.write(entity=job.entity_id) as conn:
         jobs.check_lease(conn, job)
         drafts: list[MemoryDraft | TripleDraft] = [*extraction.memories, *extraction.triples]
         wanted = {i for draft in drafts for i in draft.source_ids}
