@@ -22,6 +22,12 @@ KINDS = ("fact", "preference", "skill", "attribute", "event")
 NODE_TYPES = ("person", "place", "organization", "animal", "thing", "activity", "event", "concept")
 
 
+def role_label(role: str) -> str:
+    """What a speaker without a name is called, in memories about them: ``User``,
+    ``Assistant``."""
+    return role.capitalize()
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Turn:
     """One message, as extractors see it."""
@@ -35,7 +41,7 @@ class Turn:
     @property
     def speaker(self) -> str:
         """Who said it: the speaker's name, else ``User`` or ``Assistant``."""
-        return self.name or self.role.capitalize()
+        return self.name or role_label(self.role)
 
 
 @dataclasses.dataclass(slots=True)

@@ -24,6 +24,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench_recall import postgres_schema
+
 from memori_cli import Memori
 
 WORKER = """
@@ -46,21 +48,12 @@ print(report.jobs_done, report.jobs_failed)
 @contextlib.contextmanager
 def fresh_store(base: str | None, name: str) -> Iterator[str]:
     """An empty store: a new schema in the PostgreSQL database ``base``, else a temp file."""
-    if base is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            yield str(Path(tmp) / "bench.db")
+    if base is not None:
+        with postgres_schema(base, name) as url:
+            yield url
         return
-    import psycopg
-
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-        admin.execute(f"CREATE SCHEMA {name}")
-    joiner = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{joiner}options=-csearch_path%3D{name}%2Cpublic"
-    finally:
-        with psycopg.connect(base, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+    with tempfile.TemporaryDirectory() as tmp:
+        yield str(Path(tmp) / "bench.db")
 
 
 def fill(target: str, entities: int, jobs: int) -> None:

@@ -27,23 +27,30 @@ def transcript(path: Path, tag: str, count: int) -> Path:
     return path
 
 
-def test_four_processes_import_into_one_store_at_once(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
-    files = [transcript(tmp_path / f"t{n}.jsonl", f"writer{n}", 3000) for n in range(4)]
-    # Each process imports its own file and then the next one's: overlapping writes and
-    # duplicates racing each other.
+def import_crosswise(store: str, files: list[Path], timeout: float) -> list[tuple[int, str]]:
+    """Process n imports file n and then file n + 1, all at once, into ``store``: overlapping
+    writes and duplicates racing each other. Each process's (exit code, stderr)."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _IMPORT_TWO, str(db), str(files[n]), str(files[(n + 1) % 4])],
+            [sys.executable, "-c", _IMPORT_TWO, store, str(path), str(files[(n + 1) % len(files)])],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for n in range(4)
+        for n, path in enumerate(files)
     ]
+    done = []
     for proc in procs:
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
+        _, err = proc.communicate(timeout=timeout)
+        done.append((proc.returncode, err))
+    return done
+
+
+def test_four_processes_import_into_one_store_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    files = [transcript(tmp_path / f"t{n}.jsonl", f"writer{n}", 3000) for n in range(4)]
+    for code, err in import_crosswise(str(db), files, timeout=120):
+        assert code == 0, err
         assert "locked" not in err
     mem = Memori(conn=db)
     conn = mem.store.conn

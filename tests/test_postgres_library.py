@@ -493,37 +493,12 @@ def test_four_processes_import_into_one_postgresql_store_at_once(
 ) -> None:
     """As tests/test_concurrency.py on SQLite: each process imports its file and the next
     one's, so writes overlap and duplicates race each other; nothing is lost or doubled."""
-    import json
-    import subprocess
-    import sys
+    from test_concurrency import import_crosswise, transcript
 
-    files = []
-    for n in range(4):
-        path = tmp_path / f"t{n}.jsonl"
-        lines = [
-            json.dumps({"role": "user", "content": f"writer{n} message {i} about things",
-                        "session": f"writer{n}"})
-            for i in range(500)
-        ]  # fmt: skip
-        path.write_text("\n".join(lines) + "\n")
-        files.append(path)
+    files = [transcript(tmp_path / f"t{n}.jsonl", f"writer{n}", 500) for n in range(4)]
     Memori(conn=pg_url).close()  # migrated once; the processes then race on the rows only
-    script = (
-        "import sys\nfrom memori_cli import Memori\nmem = Memori(conn=sys.argv[1])\n"
-        "for path in sys.argv[2:]:\n    assert mem.import_file(path).rejected_total == 0\n"
-    )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script, pg_url, str(files[n]), str(files[(n + 1) % 4])],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(4)
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=180)
-        assert proc.returncode == 0, err
+    for code, err in import_crosswise(pg_url, files, timeout=180):
+        assert code == 0, err
     mem = Memori(conn=pg_url)
     conn = mem.store.conn
     assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 4 * 500

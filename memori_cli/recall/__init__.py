@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..parts import role_label
 from ..store import Store, graph, vectors
 from ..store import memories as store_memories
 from ..store.messages import get_messages, neighbours, speakers, speaking_in
@@ -167,7 +168,7 @@ def recall(
     if request.searches_memories:
         # A memory about the asked role ("User", or the user's name) is about the asked
         # speaker (speaker_weight); the role's own words rank above it (role_weight).
-        asked = {label for label, role in _GENERIC_ROLES.items() if role in roles}
+        asked = {role_label(role) for role in roles}
         asked |= speaking_in(store, entity, names, roles)
         hits += _memory_hits(
             store, request, query_vector, config=config, speakers=about | asked,
@@ -175,10 +176,6 @@ def recall(
         )  # fmt: skip
     hits.sort(key=lambda hit: -hit.score)
     return hits[: request.limit]
-
-
-# Who a memory is about when its speaker had no name: the role's label (``Turn.speaker``).
-_GENERIC_ROLES = {"User": "user", "Assistant": "assistant"}
 
 
 def _memory_hits(
