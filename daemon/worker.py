@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memori_cli import Memori, config, paths
-from memori_cli.augment.pipeline import AugmentReport
+from memori_cli.augment.pipeline import AugmentReport, Pipeline
 from memori_cli.errors import AlreadyRunning as AlreadyRunning  # re-exported
 from memori_cli.errors import MemoriError
 from memori_cli.store import jobs
@@ -38,6 +38,10 @@ POLL_SECONDS = 0.1
 SWEEP_SECONDS = 30.0
 HEARTBEAT_SECONDS = 2.0
 PRUNE_SECONDS = 300.0
+#: After a lost connection to the store's server: the first wait before reconnecting, and
+#: the longest (the wait doubles in between).
+RECONNECT_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 10.0
 
 
 def setup_logging(db_path: Path | str) -> Path:
@@ -99,12 +103,17 @@ class Daemon:
             watcher.start()
             last_prune = 0.0
             while not self.stop.is_set():
-                self.beat(pipeline.extractor.name, force=True)
-                pipeline.drain(report=self.report, prune=False)
-                if time.time() - last_prune > PRUNE_SECONDS:
-                    jobs.prune(self.mem.store)
-                    last_prune = time.time()
-                self._wait(pipeline.extractor.name)
+                try:
+                    self.beat(pipeline.extractor.name, force=True)
+                    pipeline.drain(report=self.report, prune=False)
+                    if time.time() - last_prune > PRUNE_SECONDS:
+                        jobs.prune(self.mem.store)
+                        last_prune = time.time()
+                    self._wait(pipeline.extractor.name)
+                except Exception as exc:
+                    if not self.mem.store.is_lost(exc):
+                        raise
+                    self._reconnect(pipeline, exc)
         finally:
             self.stop.set()
             if proxy is not None:
@@ -129,6 +138,32 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
+
+    def _reconnect(self, pipeline: Pipeline, exc: BaseException) -> None:
+        """Wait out a lost connection to the store's server (a restart, a network drop):
+        retry with a growing delay until it answers or the daemon is stopped, then hand
+        back the jobs this worker held, to be redone (their results rolled back with the
+        connection, or committed with the job marked done)."""
+        assert self.mem is not None
+        store = self.mem.store
+        log.warning("lost the store's server (%s); reconnecting", _first_line(exc))
+        lost_at, delay = time.monotonic(), RECONNECT_SECONDS
+        while not self.stop.wait(delay):
+            self.beat(pipeline.extractor.name)
+            store.close_thread()
+            try:
+                released = jobs.release_owned(store, pipeline.owner)
+            except Exception as again:
+                if not store.is_lost(again):
+                    raise
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+                continue
+            log.info(
+                "the store's server is back after %.1f s; %s job(s) handed back to the queue",
+                time.monotonic() - lost_at,
+                released,
+            )
+            return
 
     def _wait(self, extractor: str) -> None:
         """Sleep until a hint, a due retry, the sweep timer or a stop."""
@@ -174,6 +209,10 @@ class Daemon:
                 "proxy": self.proxy_url,
             },
         )
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def start_proxy(mem: Memori) -> Running | None:

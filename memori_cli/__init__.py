@@ -30,6 +30,7 @@ from .errors import (
     RecallWarning,
     StoreError,
     StoreFullError,
+    StoreUnavailable,
 )
 from .importers import ImportReport
 from .memori import Memori
@@ -61,5 +62,6 @@ __all__ = [
     "RecallWarning",
     "StoreError",
     "StoreFullError",
+    "StoreUnavailable",
     "__version__",
 ]

@@ -139,6 +139,35 @@ def check_extractors(value: str) -> str:
     return value
 
 
+#: A lease shorter than this would run out between a long model call's renewals.
+MIN_LEASE_SECONDS = 5.0
+
+
+def lease_seconds() -> float:
+    """The job lease (seconds): ``$MEMORI_LEASE_SECONDS``, else ``[daemon] lease_seconds``
+    in config.toml, else the queue's default (120). Another worker takes over the jobs
+    of one that died (on another host, or unseen) once their lease has run out."""
+    where = "MEMORI_LEASE_SECONDS"
+    value: Any = os.environ.get(where)
+    if not value:
+        table = read_file().get("daemon", {})
+        value = table.get("lease_seconds") if isinstance(table, dict) else None
+        where = "[daemon] lease_seconds in config.toml"
+    if value is None or value == "":
+        from .store.jobs import LEASE_SECONDS
+
+        return LEASE_SECONDS
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not seconds >= MIN_LEASE_SECONDS or seconds == float("inf"):
+        raise ConfigError(
+            f"{where} = {value!r} is not a number of seconds of at least {MIN_LEASE_SECONDS:g}"
+        )
+    return seconds
+
+
 def default_entity() -> str:
     """The entity used when none is given: ``$MEMORI_ENTITY`` or ``default``."""
     return os.environ.get("MEMORI_ENTITY") or DEFAULT_ENTITY

@@ -17,6 +17,7 @@ catch one type. The tree::
     │   ├── NoStoreError      no store at the path, and the caller did not ask to create one
     │   ├── ReadOnlyStoreError  a write to a store opened read-only (file or folder not writable)
     │   ├── StoreFullError    a write failed because the disk (or quota) is full
+    │   ├── StoreUnavailable  the store's database server cannot be reached (dropped, restarting)
     │   └── ExtensionError    the connection cannot load sqlite-vec
     ├── ImportFormatError     a transcript file whose format is unknown or unreadable as a whole
     ├── ModelFileError        a model file that is missing or not a valid GGUF file
@@ -87,6 +88,12 @@ class ReadOnlyStoreError(StoreError):
 class StoreFullError(StoreError):
     """A write failed because the disk (or the user's quota) is full; the transaction was
     rolled back, so nothing was half-written."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's database server cannot be reached: the connection dropped, or the server
+    is shutting down or restarting (PostgreSQL). Nothing was half-written; the next use
+    opens a new connection, so the work can be retried once the server is back."""
 
 
 class ExtensionError(StoreError):

@@ -168,8 +168,16 @@ class Memori:
         return self._add(messages, self.current, source)
 
     def _add(
-        self, messages: Iterable[Mapping[str, Any]], attribution: Attribution, source: str
+        self,
+        messages: Iterable[Mapping[str, Any]],
+        attribution: Attribution,
+        source: str,
+        *,
+        wait_lost: float = 0.0,
     ) -> store_messages.AddResult:
+        """Store ``messages`` as one call's; a lost connection to the store's server is
+        retried for up to ``wait_lost`` seconds, with the same batch (its occurrence stamps
+        make a retry of a commit that landed unseen a duplicate, skipped)."""
         defaults = Defaults(
             entity=attribution.entity_id,
             session=attribution.session_id or new_session_id(),
@@ -190,7 +198,9 @@ class Memori:
             message.source = source
             occurrences.stamp(message)
             batch.append(message)
-        return store_messages.add_messages(self.store, batch)
+        return self.store.retry_lost(
+            lambda: store_messages.add_messages(self.store, batch), seconds=wait_lost
+        )
 
     def import_file(
         self,
@@ -306,7 +316,9 @@ class Memori:
             reason = str(exc).rstrip(". ")
             self._warn_once("embedder", f"{reason}; memories are extracted without vectors")
             embedder = None
-        return Pipeline(self.store, self.extractor(), embedder, stop=stop)
+        return Pipeline(
+            self.store, self.extractor(), embedder, stop=stop, lease=config_module.lease_seconds()
+        )
 
     def augment(self, *, progress: importers.ProgressCallback | None = None) -> AugmentReport:
         """Run pending augmentation now, in this thread: every due job (typed memories,
@@ -618,7 +630,9 @@ class _CaptureSink:
     def add(
         self, messages: Sequence[Mapping[str, Any]], attribution: Attribution, source: str
     ) -> store_messages.AddResult:
-        return self._mem._add(messages, attribution, source)
+        # A quick restart of the store's server is waited out; a longer outage spools the
+        # exchange, within the writer's 10 s flush at exit.
+        return self._mem._add(messages, attribution, source, wait_lost=8.0)
 
     def spool_path(self) -> Path:
         return spool_path(self._mem.store)

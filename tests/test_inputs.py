@@ -99,6 +99,29 @@ def test_a_broken_config_file_is_a_config_error(memori_home: Path) -> None:
         config.check_extractors("everything")
 
 
+def test_the_job_lease_comes_from_the_environment_or_config_toml(
+    memori_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from memori_cli import config
+
+    monkeypatch.delenv("MEMORI_LEASE_SECONDS", raising=False)
+    assert config.lease_seconds() == 120
+    config.config_path().parent.mkdir(parents=True, exist_ok=True)
+    config.config_path().write_text("[daemon]\nlease_seconds = 30\n", encoding="utf-8")
+    assert config.lease_seconds() == 30
+    monkeypatch.setenv("MEMORI_LEASE_SECONDS", "7.5")
+    assert config.lease_seconds() == 7.5
+    assert Memori(conn=memori_home / "m.db").pipeline().lease == 7.5
+    for bad in ("1", "soon", "nan", "inf", "-30"):
+        monkeypatch.setenv("MEMORI_LEASE_SECONDS", bad)
+        with pytest.raises(errors.ConfigError, match=f"MEMORI_LEASE_SECONDS = '{bad}'"):
+            config.lease_seconds()
+    monkeypatch.delenv("MEMORI_LEASE_SECONDS")
+    config.config_path().write_text("[daemon]\nlease_seconds = true\n", encoding="utf-8")
+    with pytest.raises(errors.ConfigError, match=r"\[daemon\] lease_seconds in config.toml"):
+        config.lease_seconds()
+
+
 # -- messages -----------------------------------------------------------------------------
 
 

@@ -77,12 +77,16 @@ class Pipeline:
         *,
         owner: str | None = None,
         stop: threading.Event | None = None,
+        lease: float = jobs.LEASE_SECONDS,
     ):
         self.store = store
         self.extractor = extractor
         self.embedder = embedder
         self.owner = owner or worker_id()
         self.stop = stop or threading.Event()
+        #: How long a claimed job stays this worker's without a renewal (seconds): how soon
+        #: another worker takes over the jobs of one that died without a word.
+        self.lease = lease
 
     def drain(
         self,
@@ -97,7 +101,7 @@ class Pipeline:
         total = jobs.depth(self.store)["pending"]
         handled = 0
         while not self.stop.is_set():
-            claimed = jobs.claim(self.store, self.owner)
+            claimed = jobs.claim(self.store, self.owner, lease=self.lease)
             if not claimed:
                 break
             self.run(claimed[0], report)
@@ -109,7 +113,11 @@ class Pipeline:
         return report
 
     def run(self, job: jobs.Job, report: AugmentReport) -> None:
-        """Run one claimed job to done, retry or failed; never raises for the job's faults."""
+        """Run one claimed job to done, retry or failed; never raises for the job's faults.
+
+        A lost connection to the store's server is no fault of the job: it is raised
+        (:class:`~memori_cli.errors.StoreUnavailable` or the driver's error), the job left
+        leased to this worker for :func:`jobs.release_owned` once the server is back."""
         try:
             saved = self._process(job)
         except Stopping:
@@ -123,6 +131,8 @@ class Pipeline:
             report.jobs_failed += 1
             log.error("job %s failed: %s", job.id, exc)
         except Exception as exc:  # a worker never dies of one job
+            if self.store.is_lost(exc):
+                raise
             status = jobs.fail(self.store, job, f"{type(exc).__name__}: {exc}")
             if status == "failed":
                 report.jobs_failed += 1
@@ -156,7 +166,7 @@ class Pipeline:
         def between() -> None:
             if self.stop.is_set():
                 raise Stopping
-            jobs.renew(self.store, job)
+            jobs.renew(self.store, job, lease=self.lease)
 
         extraction = (
             self.extractor.extract(

@@ -239,7 +239,7 @@ class _Writer:
             while (batch := self._queue.get()) is not None:
                 if self._error is None:
                     try:
-                        result = add_messages(self._store, batch)
+                        result = self._store.retry_lost(lambda: add_messages(self._store, batch))
                     except BaseException as exc:  # handed to the importing thread
                         self._error = exc
                         continue

@@ -109,6 +109,17 @@ class Backend(Protocol):
         """Whether the driver error ``exc`` is a lock that goes away when retried."""
         ...
 
+    def is_lost(self, exc: BaseException) -> bool:
+        """Whether the driver error ``exc`` says the connection to the server is gone (it
+        dropped, or the server is shutting down): a new connection works once the server is
+        back. SQLite: never (a file does not go away between statements)."""
+        ...
+
+    def is_broken(self, conn: Any) -> bool:
+        """Whether ``conn`` can no longer be used (closed, or its server connection lost),
+        so the store opens another in its place."""
+        ...
+
     # -- search ----------------------------------------------------------------------------
     def lexical_messages(
         self,

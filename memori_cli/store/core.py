@@ -7,12 +7,19 @@ import contextlib
 import datetime
 import os
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import paths
-from ..errors import NoStoreError, ReadOnlyStoreError, StoreError, StoreFullError
+from ..errors import (
+    NoStoreError,
+    ReadOnlyStoreError,
+    StoreError,
+    StoreFullError,
+    StoreUnavailable,
+)
 from . import connect
 from .backend import (
     Backend,
@@ -29,6 +36,11 @@ from .sqlite import SQLITE_CORRUPT, SQLITE_NOTADB, error_code, free_bytes
 # SQLite integers are signed 64-bit. No row has an id outside that range, and binding a larger
 # Python int raises OverflowError, so a lookup by such an id finds nothing instead.
 MAX_ROWID = 2**63 - 1
+
+
+T = TypeVar("T")
+#: How long an import waits, by default, for a lost store server to come back (a restart).
+RETRY_LOST_SECONDS = 60.0
 
 
 def is_rowid(value: int) -> bool:
@@ -276,6 +288,9 @@ class Store:
     def conn(self) -> Any:
         """This thread's connection (opened, configured and migrated on first use)."""
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self._backend is not None and self._backend.is_broken(conn):
+            self._drop(conn)  # the server went away (or restarted): start on a new one
+            conn = None
         if conn is None:
             conn = self._open()
             self._local.conn = conn
@@ -294,7 +309,9 @@ class Store:
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(f"cannot open the store at {self.describe()}: {exc}") from exc
+            lost = self._backend is not None and self._backend.is_lost(exc)
+            kind = StoreUnavailable if lost else StoreError
+            raise kind(f"cannot open the store at {self.describe()}: {exc}") from exc
         if self._backend is None:  # a factory's first connection says which engine
             self._backend = backend_of_connection(raw)
         if self._backend.name != "sqlite":
@@ -604,7 +621,35 @@ class Store:
         """The StoreError for the driver error ``exc`` of a write."""
         if self.backend.is_full(exc, self.path):
             return StoreFullError(full_message(self.path, self.describe()))
-        return StoreError(f"cannot write the store at {self.describe()}: {exc}")
+        kind = StoreUnavailable if self.backend.is_lost(exc) else StoreError
+        return kind(f"cannot write the store at {self.describe()}: {exc}")
+
+    def retry_lost(self, work: Callable[[], T], *, seconds: float = RETRY_LOST_SECONDS) -> T:
+        """``work()``, run again while it fails for a lost connection to the store's server
+        (a restart, a network drop) for up to ``seconds``, waiting longer each time; then
+        the last error is raised. ``work`` must be idempotent: a commit may have landed
+        before the connection went. SQLite: ``work()`` once (a file does not go away)."""
+        deadline, delay = time.monotonic() + seconds, 0.25
+        while True:
+            try:
+                return work()
+            except Exception as exc:
+                if not self.is_lost(exc) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def is_lost(self, exc: BaseException) -> bool:
+        """Whether ``exc`` (a :class:`StoreError`, or a driver error raised by a read) comes
+        from a lost connection to the store's server: worth retrying once it is back."""
+        seen: BaseException | None = exc
+        while seen is not None:
+            if isinstance(seen, StoreUnavailable):
+                return True
+            if self._backend is not None and isinstance(seen, self._backend.errors):
+                return self._backend.is_lost(seen)
+            seen = seen.__cause__
+        return False
 
     def checkpoint(self, *, attempts: int = 5, wait_ms: int = 200) -> bool:
         """Give back what deleted rows leave outside the store's main file (SQLite: copy the

@@ -206,13 +206,26 @@ def reclaim_dead(store: Store, host: str, alive: Callable[[int], bool] = pid_ali
 
 def release(store: Store, job: Job) -> None:
     """Hand ``job`` back untouched (the worker is stopping); the attempt does not count."""
+    _release(store, job.owner, job.id)
+
+
+def release_owned(store: Store, owner: str) -> int:
+    """Hand back untouched every job leased to ``owner``, a worker whose connection to the
+    store dropped: a claim may have committed unseen, and a job's results may or may not
+    have (if they did, the job is done and not ``owner``'s any more). Returns how many."""
+    return _release(store, owner, None)
+
+
+def _release(store: Store, owner: str, job_id: int | None) -> int:
+    one = "" if job_id is None else " AND id = ?"
     with store.write(queue=True) as conn:
-        conn.execute(
+        cursor = conn.execute(
             f"""UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_expires = NULL,
                    attempts = {conn.backend.greatest}(attempts - 1, 0), updated_at = ?
-               WHERE id = ? AND lease_owner = ? AND status = 'running'""",
-            (now_iso(), job.id, job.owner),
+               WHERE lease_owner = ? AND status = 'running'{one}""",
+            (now_iso(), owner, *(() if job_id is None else (job_id,))),
         )
+        return int(cursor.rowcount)
 
 
 def retry_failed(store: Store, job_ids: list[int] | None = None) -> int:

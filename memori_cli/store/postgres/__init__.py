@@ -128,6 +128,8 @@ BM25_K1, BM25_B = 1.2, 0.75
 #: SQLSTATEs of a full disk or quota: disk_full, configuration_limit_exceeded (a hosted
 #: service's size limit, such as Neon's), program_limit_exceeded is not one.
 _FULL = frozenset({"53100", "53400"})
+#: SQLSTATEs of a server that ended the session: shut down (fast or immediate), restarting.
+_SHUTDOWN = frozenset({"57P01", "57P02", "57P03"})
 #: SQLSTATEs of a lock or a conflict that goes away when the transaction is retried.
 _TRANSIENT = frozenset({"40001", "40P01", "55P03"})
 
@@ -363,6 +365,19 @@ class PostgresBackend:
         # query_canceled is transient only when a lock timeout raised it (a statement
         # timeout or a cancel is not a lock that goes away).
         return state == "57014" and "lock timeout" in str(exc)
+
+    def is_lost(self, exc: BaseException) -> bool:
+        psycopg = _psycopg()
+        state = _sqlstate(exc)
+        if state in _SHUTDOWN or state.startswith("08"):  # 08: connection exceptions
+            return True
+        # libpq's own errors (a closed socket, a refused connect) carry no SQLSTATE; a
+        # statement timeout or a cancel is an OperationalError with one (57014)
+        return isinstance(exc, psycopg.OperationalError) and not state
+
+    def is_broken(self, conn: Any) -> bool:
+        conn = _raw(conn)
+        return bool(conn.closed or conn.broken)
 
     # -- search ----------------------------------------------------------------------------
     def _bm25(

@@ -129,6 +129,12 @@ class SqliteBackend:
     def is_transient(self, exc: BaseException) -> bool:
         return connect.is_transient(exc)
 
+    def is_lost(self, exc: BaseException) -> bool:
+        return False
+
+    def is_broken(self, conn: Any) -> bool:
+        return False
+
     # -- search ----------------------------------------------------------------------------
     def lexical_messages(
         self,
