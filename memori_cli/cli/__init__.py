@@ -27,6 +27,7 @@ from .mcp import mcp_app
 from .memories import jobs_app, memories_app
 from .models import augment_command, model_app, reembed_command
 from .recalling import recall_command
+from .rls import rls_app
 from .serve import serve_command
 
 _option_type = getattr(typer.core.TyperOption, "display_type_rich", None)
@@ -101,6 +102,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(daemon_app, name="daemon")
 app.add_typer(graph_app, name="graph")
 app.add_typer(mcp_app, name="mcp")
+app.add_typer(rls_app, name="rls")
 
 
 def main() -> None:

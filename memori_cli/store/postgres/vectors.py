@@ -22,6 +22,7 @@ order. There is no vec0 index and no memory-mapped matrix: the server holds the 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,6 +30,8 @@ import numpy as np
 
 from ..matrix import nearest
 from .qmark import unwrap as _raw
+
+log = logging.getLogger("memori.store")
 
 
 def _text(vector: Any) -> str:
@@ -117,9 +120,10 @@ def after_commit(conn: Any, fresh: Mapping[str, Any], dim: int) -> None:
     entities in ``fresh`` that has reached :data:`HNSW_MIN_ROWS` its HNSW index, if it has none
     yet (built ``CONCURRENTLY``: other writes go on; a build left invalid by a crash is
     rebuilt)."""
-    raw = _raw(conn)
+    import psycopg
     from psycopg.pq import TransactionStatus
 
+    raw = _raw(conn)
     if raw.info.transaction_status != TransactionStatus.IDLE:
         return  # inside a caller's transaction: the next commit outside one builds it
     for entity_id in fresh:
@@ -131,13 +135,19 @@ def after_commit(conn: Any, fresh: Mapping[str, Any], dim: int) -> None:
         if int(count) < HNSW_MIN_ROWS:
             continue
         name = hnsw_name(entity_id)
-        raw.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')  # an invalid one
         entity = raw.execute("SELECT quote_literal(%s::text)", (entity_id,)).fetchone()[0]
-        raw.execute(
-            f'CREATE INDEX CONCURRENTLY "{name}" ON message_embeddings USING hnsw '
-            f"((embedding::vector({int(dim)})) vector_cosine_ops) WHERE entity_id = {entity}"
-        )
-        raw.execute(f'COMMENT ON INDEX "{name}" IS {entity}')
+        try:
+            raw.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')  # an invalid one
+            raw.execute(
+                f'CREATE INDEX CONCURRENTLY "{name}" ON message_embeddings USING hnsw '
+                f"((embedding::vector({int(dim)})) vector_cosine_ops) WHERE entity_id = {entity}"
+            )
+            raw.execute(f'COMMENT ON INDEX "{name}" IS {entity}')
+        except psycopg.errors.InsufficientPrivilege:
+            # A role that is not the tables' owner (row-level security's app roles): the
+            # search stays exact until the owner's next write of the entity's vectors builds it.
+            log.info("no HNSW index for a large entity: this role does not own the tables")
+            return
 
 
 def drop_indexes(conn: Any, *, unused_only: bool = False) -> list[str]:
