@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -213,6 +214,24 @@ def test_bm25_ranks_as_sqlite_fts5_does(pg: Any, tmp_path: Path) -> None:
                                                               rel=1e-6), terms  # fmt: skip
     finally:
         lite.close()
+
+
+def test_a_search_of_words_searched_before_skips_their_tokenizing(pg: Any) -> None:
+    from memori_cli.store.postgres import PostgresBackend
+
+    backend = PostgresBackend()  # a cache of its own
+    _messages(backend, pg, _entity(backend, pg), _CORPUS)
+    sent: list[str] = []
+    conn = SimpleNamespace(execute=lambda sql, *a: sent.append(sql) or pg.execute(sql, *a))
+    terms = ["sqlite", "databases", "content:x"]
+    first = backend.lexical_messages(conn, terms, entity_id="alice", where=[], params=[],
+                                     limit=10)  # fmt: skip
+    assert sum("memori_words" in sql for sql in sent) == 1
+    again = backend.lexical_messages(conn, terms, entity_id="alice", where=[], params=[],
+                                     limit=10)  # fmt: skip
+    assert sum("memori_words" in sql for sql in sent) == 1 and again == first
+    backend.lexical_memories(conn, terms, entity_id="alice", where=[], params=[], limit=5)
+    assert sum("memori_words" in sql for sql in sent) == 1
 
 
 def test_memories_search_weighs_content_and_about(pg: Any) -> None:

@@ -128,6 +128,8 @@ BM25_K1, BM25_B = 1.2, 0.75
 #: SQLSTATEs of a full disk or quota: disk_full, configuration_limit_exceeded (a hosted
 #: service's size limit, such as Neon's), program_limit_exceeded is not one.
 _FULL = frozenset({"53100", "53400"})
+#: Distinct word lists whose tokens are remembered (a search's words: dropped when full).
+TOKEN_CACHE_SIZE = 4096
 #: SQLSTATEs of a server that ended the session: shut down (fast or immediate), restarting.
 _SHUTDOWN = frozenset({"57P01", "57P02", "57P03"})
 #: SQLSTATEs of a lock or a conflict that goes away when the transaction is retried.
@@ -178,7 +180,8 @@ def _entity_key(entity: str) -> int:
 
 
 class PostgresBackend:
-    """The PostgreSQL engine (see the module docstring). Stateless: one instance serves all."""
+    """The PostgreSQL engine (see the module docstring). One instance serves all stores: it
+    holds no state but a cache of words' tokens (the tokenizer is the same in every store)."""
 
     name = "postgres"
     #: The shared modules' SQL is qmark: :meth:`adapt` translates it for psycopg.
@@ -189,6 +192,7 @@ class PostgresBackend:
     errors: tuple[type[Exception], ...]
 
     def __init__(self) -> None:
+        self._token_cache: dict[tuple[str, ...], list[list[str]]] = {}
         try:
             import psycopg
         except ImportError:
@@ -402,14 +406,9 @@ class PostgresBackend:
         (FTS5 also wants them adjacent: the postings keep no positions), scored as the sum
         of its tokens.
         """
-        # The words' tokens, by the store's own tokenizer (one round trip).
         weights: dict[str, int] = {}
         phrases: list[list[str]] = []
-        for (tokens,) in conn.execute(
-            "SELECT ARRAY(SELECT DISTINCT lexeme FROM unnest(memori_words(w)))"
-            " FROM unnest(%s::text[]) AS w",
-            [terms],
-        ).fetchall():
+        for tokens in self._tokens(conn, terms):
             for token in tokens:
                 weights[token] = weights.get(token, 0) + 1
             if len(tokens) > 1:
@@ -460,6 +459,26 @@ class PostgresBackend:
                 *phrases, *([limit] if top else []), entity_id, *params, limit,
             ],
         )  # fmt: skip
+
+    def _tokens(self, conn: Any, terms: list[str]) -> list[list[str]]:
+        """Each word's distinct tokens by the store's own tokenizer (``memori_words``: the
+        same function in every memori schema of this version), remembered for the next
+        search of the same words (a recall searches messages, then memories)."""
+        key = tuple(terms)
+        found = self._token_cache.get(key)
+        if found is None:
+            found = [
+                list(tokens)
+                for (tokens,) in conn.execute(
+                    "SELECT ARRAY(SELECT DISTINCT lexeme FROM unnest(memori_words(w)))"
+                    " FROM unnest(%s::text[]) AS w",
+                    [terms],
+                ).fetchall()
+            ]
+            if len(self._token_cache) >= TOKEN_CACHE_SIZE:
+                self._token_cache.clear()
+            self._token_cache[key] = found
+        return found
 
     def lexical_messages(
         self,
