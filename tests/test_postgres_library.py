@@ -415,8 +415,9 @@ def test_another_applications_database_is_refused_and_left_unchanged(pg_url: str
 
 
 def test_writes_lock_only_what_they_touch(pg_url: str) -> None:
-    """One entity's import runs beside another entity's open write, and so does a claim; a
-    write of the whole store waits for it (SQLite: one writer at a time, always)."""
+    """One entity's import, augmentation, edits and forget run beside another entity's open
+    write, and so does a claim; a write of the whole store waits for it (SQLite: one writer
+    at a time, always)."""
     import threading
     import time
 
@@ -446,6 +447,16 @@ def test_writes_lock_only_what_they_touch(pg_url: str) -> None:
         report = other.augment()
         assert time.monotonic() - start < 5 and report.jobs_done == 2
         assert {m.content for m in other.memories()} >= {"User lives in Porto"}
+        # and every other write of entity b's own: stated memories, uses, graph edits, forget
+        stated = other.add_memory("Kim likes hiking", kind="preference")
+        assert other.mark_used(other.recall("hiking")) >= 1
+        other.graph.add_entity("Kim", "person", ["Kim climbs"])
+        other.graph.add_entity("Alps", "place", [])
+        assert other.graph.add_relation("Kim", "visited", "Alps")
+        assert other.graph.forget("Alps")["nodes"] == 1
+        assert other.forget_memory(stated)
+        assert other.forget("b")["messages"] == 2
+        assert time.monotonic() - start < 5
         blocked = threading.Event()
 
         def whole_store() -> None:

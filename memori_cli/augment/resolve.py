@@ -242,7 +242,7 @@ def add_memory(
     if not norm:
         raise ValueError("the memory's text is empty")
     now = now_iso()
-    with store.write() as conn:
+    with store.write(entity=entity_id) as conn:
         store_memories.ensure_entity(conn, entity_id, now)
         sources = list(store_memories.sources(conn, entity_id, rowids(source_ids)).values())
         slot, session_id = None, None

@@ -80,7 +80,7 @@ def find_node(store: Store, entity_id: str, name: str) -> Node | None:
 
 def add_node(store: Store, entity_id: str, name: str, node_type: str) -> int:
     """Make sure a node called ``name`` exists; 1 if it was made."""
-    with store.write() as conn:
+    with store.write(entity=entity_id) as conn:
         ensure_entity(conn, entity_id, now_iso())
         if store_graph.node_for_key(conn, entity_id, alias_key(name)) is not None:
             return 0
@@ -95,7 +95,7 @@ def add_edge(
     """Add one current edge between (name, type) nodes unless the same edge holds already;
     1 if added. For imports, with no source message."""
     when = when or now_iso()
-    with store.write() as conn:
+    with store.write(entity=entity_id) as conn:
         ensure_entity(conn, entity_id, when)
         s = resolve(conn, entity_id, subject[0], subject[1])
         o = resolve(conn, entity_id, obj[0], obj[1])

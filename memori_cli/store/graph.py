@@ -287,7 +287,7 @@ def graph_candidates(
 def merge(store: Store, entity_id: str, keep: int, gone: int) -> dict[str, int]:
     """Fold node ``gone`` into ``keep``: its aliases and edges move; edges that become the
     same (subject, predicate, object, validity) merge their counts and sources."""
-    with store.write() as conn:
+    with store.write(entity=entity_id) as conn:
         least, greatest = conn.backend.least, conn.backend.greatest
         for node_id in (keep, gone):
             if not conn.execute(
@@ -331,7 +331,7 @@ def merge(store: Store, entity_id: str, keep: int, gone: int) -> dict[str, int]:
 
 def forget_node(store: Store, entity_id: str, node_id: int) -> int:
     """Delete a node, its aliases and every edge touching it; returns edges removed."""
-    with store.write() as conn:
+    with store.write(entity=entity_id) as conn:
         (edges_gone,) = conn.execute(
             """SELECT count(*) FROM triples WHERE entity_id = ?
                    AND (subject_id = ?2 OR object_id = ?2)""",
@@ -353,7 +353,7 @@ def forget_edge(store: Store, entity_id: str, edge_id: int) -> bool:
     """Delete one edge; True if it existed."""
     if not is_rowid(int(edge_id)):
         return False
-    with store.write() as conn:
+    with store.write(entity=entity_id) as conn:
         cursor = conn.execute(
             "DELETE FROM triples WHERE id = ? AND entity_id = ?", (edge_id, entity_id)
         )

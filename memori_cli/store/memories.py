@@ -280,7 +280,7 @@ def add_observations(
     skipping any the entity already holds (same normalised text); returns how many were new."""
     now = now_iso()
     added = 0
-    with store.write() as conn:
+    with store.write(entity=entity_id) as conn:
         ensure_entity(conn, entity_id, now)
         for text in observations:
             norm = normalise(text)
@@ -381,7 +381,7 @@ def forget_memory(store: Store, memory_id: int, *, entity_id: str | None = None)
     """
     if not is_rowid(int(memory_id)):
         return False
-    with store.write() as conn:
+    with store.write(entity=entity_id) as conn:
         row = conn.execute(
             """SELECT entity_id, content, extractor, session_id FROM memories
                WHERE id = ? AND entity_id = coalesce(?, entity_id)""",
@@ -503,7 +503,7 @@ def valid_ids(store: Store, ids: Sequence[int], as_of: str | None) -> set[int]:
 
 def mark_used(store: Store, entity_id: str, ids: Sequence[int]) -> int:
     """Count one more use of each of the entity's memories in ``ids``."""
-    with store.write() as conn:
+    with store.write(entity=entity_id) as conn:
         cursor = conn.executemany(
             "UPDATE memories SET uses = uses + 1 WHERE id = ? AND entity_id = ?",
             [(int(i), entity_id) for i in ids],

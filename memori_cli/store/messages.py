@@ -206,7 +206,7 @@ def forget_entity(store: Store, entity_id: str) -> dict[str, int]:
     :class:`~memori_cli.errors.ForgetWarning` says the text may remain in the WAL.
     """
     removed: dict[str, int] = {}
-    with store.write() as conn:
+    with store.write(entity=entity_id) as conn:
         tables = ("triples", "graph_nodes", "memories", "session_summaries", "messages", "jobs",
                   "rejections", "sessions", "entities")  # fmt: skip
         for table in tables:
@@ -257,7 +257,7 @@ def get_messages(
 
 def mark_used(store: Store, entity_id: str, ids: Sequence[int]) -> int:
     """Count one more use of each of the entity's messages in ``ids``; returns rows touched."""
-    with store.write() as conn:
+    with store.write(entity=entity_id) as conn:
         cursor = conn.executemany(
             "UPDATE messages SET uses = uses + 1 WHERE id = ? AND entity_id = ?",
             [(int(i), entity_id) for i in ids],
