@@ -576,3 +576,34 @@ def test_a_large_entity_gets_an_hnsw_index_that_finds_what_exact_search_finds(
     mem.forget("big")
     assert indexes() == set()  # its entity gone, the index went too
     mem.close()
+
+
+def test_a_hybrid_recall_takes_few_round_trips(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each statement is a round trip to the server: a recall runs what it needs (the
+    speakers, the vector model, the words tokenized once, bm25 and nearest vectors, each
+    with the candidates' vectors, of messages and of memories, the hits' rows) and nothing
+    more: 12 statements (14 before the tokens were remembered and candidates came with their
+    vectors)."""
+    import psycopg
+    from conftest import HashingEmbedder
+
+    mem = _filled(Memori(conn=pg_url, embedder=HashingEmbedder()), ("maya",))
+    mem.augment()
+    mem.recall("where does Maya live", entity_id="maya")  # the first opens the connection
+    sent: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+    assert mem.recall("which city did Maya move to", entity_id="maya")
+    assert len(sent) <= 12, "\n".join(sent)
+    assert (
+        sum("settings" in sql for sql in sent) <= 1
+        and sum("memori_words" in sql for sql in sent) == 1
+    )
+    mem.close()

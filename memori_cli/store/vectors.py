@@ -221,13 +221,15 @@ def insert_memory(conn: Any, model: str, memory_id: int, entity_id: str, vector:
 def knn_memories(conn: Any, entity_id: str, vector: Any, k: int) -> list[tuple[int, float]]:
     """The entity's ``k`` nearest memories to ``vector``: (memory id, cosine distance),
     nearest first."""
-    if k <= 0 or _index_model(conn) is None:
+    if k <= 0:
         return []
     query = np.ascontiguousarray(vector, dtype=np.float32)
     pgvector = _pgvector(conn)
     if pgvector is not None:
         found: list[tuple[int, float]] = pgvector.knn(conn, "memory", entity_id, query, k)
         return found
+    if _index_model(conn) is None:
+        return []
     if vec0.usable(conn):
         return _vec0_knn(conn, "memory", entity_id, query, k)
     ids, matrix = read_blobs(conn, "memory_embeddings", entity_id, query.shape[0], "memory_id")
@@ -244,15 +246,17 @@ def _count(store: Store, entity_id: str) -> int:
 def knn(store: Store, entity_id: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
     """The entity's ``k`` nearest messages to ``vector``: (message id, cosine distance),
     nearest first, by the connection's vector path (see the module docstring)."""
-    built = index_model(store)
-    if k <= 0 or built is None:
+    if k <= 0:
         return []
     conn = store.conn
     query = np.ascontiguousarray(vector, dtype=np.float32)
     pgvector = _pgvector(conn)
-    if pgvector is not None:
+    if pgvector is not None:  # no vectors stored, none found: no need to ask for the model
         found: list[tuple[int, float]] = pgvector.knn(conn, "message", entity_id, query, k)
         return found
+    built = index_model(store)
+    if built is None:
+        return []
     matrices = store.matrices
     if matrices is not None and matrices.exists(entity_id):
         # A large entity (augmentation made its copy when it crossed MATRIX_MIN_ROWS).

@@ -193,24 +193,20 @@ def knn(conn: Any, kind: str, entity_id: str, query: np.ndarray, k: int) -> list
         dim = int(query.shape[0])
         distance = order = f"embedding::vector({dim}) <=> %s::vector({dim})"
     fetch = int(k) + 1
-    while True:
-        rows = raw.execute(
-            f"""SELECT {key}, ({distance})::float8 FROM {table}
-                WHERE entity_id = %s ORDER BY {order} LIMIT %s""",
-            (text, entity_id, text, fetch),
-        ).fetchall()
-        if len(rows) < fetch or rows[-1][1] > rows[k - 1][1] + _TIE:
-            break
-        fetch *= 2
+    # The candidates with their vectors, in one round trip. Binary: pgvector's send format,
+    # a 2-byte dimension, 2 unused bytes, big-endian float4s.
+    with raw.cursor(binary=True) as cursor:
+        while True:
+            rows = cursor.execute(
+                f"""SELECT {key}, ({distance})::float8, embedding FROM {table}
+                    WHERE entity_id = %s ORDER BY {order} LIMIT %s""",
+                (text, entity_id, text, fetch),
+            ).fetchall()
+            if len(rows) < fetch or rows[-1][1] > rows[k - 1][1] + _TIE:
+                break
+            fetch *= 2
     if not rows:
         return []
-    # Binary: pgvector's send format, a 2-byte dimension, 2 unused bytes, big-endian float4s.
-    with raw.cursor(binary=True) as cursor:
-        found = cursor.execute(
-            f"""SELECT {key}, embedding FROM {table}
-                WHERE entity_id = %s AND {key} = ANY(%s) ORDER BY {key}""",
-            (entity_id, [int(i) for i, _ in rows]),
-        ).fetchall()
-    ids = np.asarray([int(i) for i, _ in found], dtype=np.int64)
-    matrix = np.stack([np.frombuffer(blob, dtype=">f4", offset=4) for _, blob in found])
+    ids = np.asarray([int(i) for i, _, _ in rows], dtype=np.int64)
+    matrix = np.stack([np.frombuffer(blob, dtype=">f4", offset=4) for _, _, blob in rows])
     return nearest(ids, matrix.astype(np.float32), query, k)
