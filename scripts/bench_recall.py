@@ -198,6 +198,9 @@ def postgres_schema(url: str, name: str) -> Iterator[str]:
 
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+        # pgvector in public, which stays on the path: created in the bench's own schema, it
+        # would go with it (DROP SCHEMA ... CASCADE) from under every other schema's tables.
+        admin.execute("CREATE EXTENSION IF NOT EXISTS vector SCHEMA public")
         admin.execute(f"CREATE SCHEMA {name}")
     joiner = "&" if "?" in url else "?"
     try:

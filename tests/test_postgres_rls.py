@@ -54,6 +54,9 @@ def test_a_role_sees_and_writes_only_the_entities_granted_to_it(
     rls(postgres_store_url, "grant", role, "acme:%")
     status = json.loads(rls(postgres_store_url, "status", "--json"))
     assert status["enabled"] and status["unfiltered"] == []
+    doctor = CliRunner().invoke(app, ["--db", postgres_store_url, "doctor", "--json"])
+    (line,) = [c for c in json.loads(doctor.stdout) if c["check"] == "row-level security"]
+    assert line["detail"] == "on: 1 grant(s) (memori rls status)"
     assert status["grants"] == [{"role": role, "pattern": "acme:%"}]
 
     mem = Memori(conn=as_app)

@@ -738,6 +738,23 @@ class PostgresBackend:
                 else "the vector extension is not created in this database",
             }
         )
+        from . import rls
+
+        security = rls.status(conn)
+        grants = len(security["grants"])
+        if security["enabled"]:
+            detail = f"on: {grants} grant(s) (memori rls status)"
+        elif security["tables"]:
+            detail = "partly on: not filtered: " + ", ".join(security["unfiltered"])
+        else:
+            detail = "off (optional: memori rls enable)"
+        checks.append(
+            {
+                "check": "row-level security",
+                "status": "warn" if security["tables"] and not security["enabled"] else "ok",
+                "detail": detail,
+            }
+        )
         return checks
 
 
