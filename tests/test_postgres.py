@@ -319,6 +319,15 @@ def test_timeouts_and_plan_mode_are_set_so_nothing_hangs(pg: Any) -> None:
     with pytest.raises(psycopg.errors.QueryCanceled) as caught:
         pg.execute("SELECT pg_sleep(5)")
     assert not POSTGRES.is_transient(caught.value)
+    # a connect that gets no answer gives up, and a silent peer is found dead
+    options = psycopg.conninfo.conninfo_to_dict(pg.info.dsn)
+    assert options["connect_timeout"] == "10" and options["keepalives_idle"] == "30"
+
+
+def test_the_urls_own_connection_settings_win(postgres_url: str) -> None:
+    conn = POSTGRES.connect(f"{postgres_url} keepalives_idle=7")
+    assert psycopg.conninfo.conninfo_to_dict(conn.info.dsn)["keepalives_idle"] == "7"
+    conn.close()
 
 
 def test_the_password_is_never_shown(postgres_url: str) -> None:

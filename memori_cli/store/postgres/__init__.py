@@ -102,6 +102,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import threading
 import urllib.parse
 from pathlib import Path
@@ -116,6 +117,16 @@ from .qmark import unwrap as _raw
 STATEMENT_TIMEOUT_MS = 300_000
 #: Milliseconds a statement waits for a lock before failing with 55P03 (as SQLite's busy timeout).
 LOCK_TIMEOUT_MS = 30_000
+#: libpq settings of memori's connections unless the URL (or PGCONNECT_TIMEOUT) sets them: a
+#: server that does not answer fails a connect in 10 s, and a connection whose peer vanished
+#: without a word (a host lost, a network cut) is found dead in about a minute, not hours.
+CONNECT_DEFAULTS = {
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
 #: ``application_name`` of memori's connections (``pg_stat_activity`` shows it).
 APPLICATION_NAME = "memori"
 #: The NOTIFY channel commits send on; ``watch`` listens to it.
@@ -203,7 +214,15 @@ class PostgresBackend:
     # -- connections -----------------------------------------------------------------------
     def connect(self, target: str, *, read_only: bool = False) -> Any:
         psycopg = _psycopg()
-        conn = psycopg.connect(str(target), autocommit=True, application_name=APPLICATION_NAME)
+        from psycopg.conninfo import conninfo_to_dict
+
+        given = conninfo_to_dict(str(target))
+        extra = {k: v for k, v in CONNECT_DEFAULTS.items() if k not in given}
+        if os.environ.get("PGCONNECT_TIMEOUT"):
+            extra.pop("connect_timeout", None)
+        conn = psycopg.connect(
+            str(target), autocommit=True, application_name=APPLICATION_NAME, **extra
+        )
         if read_only:
             conn.execute("SET default_transaction_read_only = on")
         return conn
