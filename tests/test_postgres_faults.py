@@ -132,11 +132,14 @@ def test_a_cut_connection_is_replaced_on_its_next_use(postgres_store_url: str) -
     mem = Memori(conn=postgres_store_url)
     say(mem, "kim", "I live in Oslo.")
     assert cut_connections(postgres_store_url) == 1
-    with pytest.raises(StoreUnavailable, match="cannot write the store") as raised:
+    with pytest.raises(StoreUnavailable, match="cannot reach the store") as raised:
         say(mem, "kim", "I love tea.")
     assert mem.store.is_lost(raised.value)
     # the next use opens a new connection: nothing needs restarting
     say(mem, "kim", "I love tea.")
+    cut_connections(postgres_store_url)
+    with pytest.raises(StoreUnavailable, match="cannot reach the store"):  # a read, too
+        mem.recall("tea", entity_id="kim")
     assert [h.content for h in mem.recall("tea", entity_id="kim")][:1] == ["I love tea."]
     assert not mem.store.is_lost(KeyError("not a database error"))
     mem.close()

@@ -101,6 +101,7 @@ the pg notes):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import threading
@@ -108,7 +109,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from ...errors import ExtensionError, StoreError
+from ...errors import ExtensionError, StoreError, StoreUnavailable
 from . import schema
 from .qmark import QmarkConnection
 from .qmark import unwrap as _raw
@@ -221,7 +222,11 @@ class PostgresBackend:
         if os.environ.get("PGCONNECT_TIMEOUT"):
             extra.pop("connect_timeout", None)
         conn = psycopg.connect(
-            str(target), autocommit=True, application_name=APPLICATION_NAME, **extra
+            str(target),
+            autocommit=True,
+            application_name=APPLICATION_NAME,
+            cursor_factory=_cursor_class(),
+            **extra,
         )
         if read_only:
             conn.execute("SET default_transaction_read_only = on")
@@ -789,6 +794,38 @@ _FORGET_TABLES = (
 
 #: Every table of the schema (forget's and the rest).
 _MEMORI_TABLES = (*_FORGET_TABLES, "_sqlite_migrations", "processes", "settings", "vector_changes")
+
+
+@functools.cache
+def _cursor_class() -> type:
+    """psycopg's cursor, whose statements raise :class:`StoreUnavailable` when the server is
+    gone (a restart, a dropped connection): reads as well as writes, so a caller catches one
+    memori error whatever it was doing. memori's own connections use it; a connection the
+    caller hands over keeps its own cursors (and raises psycopg's errors)."""
+    psycopg = _psycopg()
+
+    class Cursor(psycopg.Cursor):  # type: ignore[misc,name-defined]
+        def execute(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().execute(*args, **kwargs)
+            except psycopg.Error as exc:
+                if POSTGRES.is_lost(exc):
+                    raise _unreachable(self.connection, exc) from exc
+                raise
+
+        def executemany(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().executemany(*args, **kwargs)
+            except psycopg.Error as exc:
+                if POSTGRES.is_lost(exc):
+                    raise _unreachable(self.connection, exc) from exc
+                raise
+
+    return Cursor
+
+
+def _unreachable(conn: Any, exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"cannot reach the store at {masked_url(conn)}: {exc}")
 
 
 def _utc_now() -> Any:
