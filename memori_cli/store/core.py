@@ -642,12 +642,14 @@ class Store:
     def is_lost(self, exc: BaseException) -> bool:
         """Whether ``exc`` (a :class:`StoreError`, or a driver error raised by a read) comes
         from a lost connection to the store's server: worth retrying once it is back."""
+        chain: list[BaseException] = []
         seen: BaseException | None = exc
-        while seen is not None:
+        while seen is not None and not any(seen is e for e in chain):  # a cycle ends it
             if isinstance(seen, StoreUnavailable):
                 return True
             if self._backend is not None and isinstance(seen, self._backend.errors):
                 return self._backend.is_lost(seen)
+            chain.append(seen)
             seen = seen.__cause__
         return False
 
