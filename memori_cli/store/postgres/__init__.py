@@ -804,28 +804,29 @@ def _cursor_class() -> type:
     caller hands over keeps its own cursors (and raises psycopg's errors)."""
     psycopg = _psycopg()
 
+    @contextlib.contextmanager
+    def lost_as_unavailable(conn: Any) -> Any:
+        try:
+            yield
+        except psycopg.Error as exc:
+            if POSTGRES.is_lost(exc):
+                try:
+                    where = masked_url(conn)
+                except Exception:  # a closed connection may no longer say where it went
+                    where = "its PostgreSQL server"
+                raise StoreUnavailable(f"cannot reach the store at {where}: {exc}") from exc
+            raise
+
     class Cursor(psycopg.Cursor):  # type: ignore[misc,name-defined]
         def execute(self, *args: Any, **kwargs: Any) -> Any:
-            try:
+            with lost_as_unavailable(self.connection):
                 return super().execute(*args, **kwargs)
-            except psycopg.Error as exc:
-                if POSTGRES.is_lost(exc):
-                    raise _unreachable(self.connection, exc) from exc
-                raise
 
         def executemany(self, *args: Any, **kwargs: Any) -> Any:
-            try:
+            with lost_as_unavailable(self.connection):
                 return super().executemany(*args, **kwargs)
-            except psycopg.Error as exc:
-                if POSTGRES.is_lost(exc):
-                    raise _unreachable(self.connection, exc) from exc
-                raise
 
     return Cursor
-
-
-def _unreachable(conn: Any, exc: BaseException) -> StoreUnavailable:
-    return StoreUnavailable(f"cannot reach the store at {masked_url(conn)}: {exc}")
 
 
 def _utc_now() -> Any:
