@@ -74,6 +74,8 @@ class Daemon:
         self.mem: Memori | None = None
         #: The memory proxy's address while the daemon serves one (``[serve]``), for status.
         self.proxy_url: str | None = None
+        #: Since when the store's server has been out of reach (None while it answers).
+        self.lost_since: float | None = None
         self._last_beat = 0.0
 
     def serve(self) -> None:
@@ -148,8 +150,9 @@ class Daemon:
         store = self.mem.store
         log.warning("lost the store's server (%s); reconnecting", _first_line(exc))
         lost_at, delay = time.monotonic(), RECONNECT_SECONDS
+        self.lost_since = time.time()
         while not self.stop.wait(delay):
-            self.beat(pipeline.extractor.name)
+            self.beat(pipeline.extractor.name, force=True)
             store.close_thread()
             try:
                 released = jobs.release_owned(store, pipeline.owner)
@@ -163,6 +166,7 @@ class Daemon:
                 time.monotonic() - lost_at,
                 released,
             )
+            self.lost_since = None
             return
 
     def _wait(self, extractor: str) -> None:
@@ -207,6 +211,7 @@ class Daemon:
                 "jobs_done": self.report.jobs_done,
                 "jobs_failed": self.report.jobs_failed,
                 "proxy": self.proxy_url,
+                "store_lost_since": self.lost_since,
             },
         )
 

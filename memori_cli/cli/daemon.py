@@ -15,10 +15,20 @@ import memori_daemon
 import typer
 
 from .. import paths
-from ..errors import AlreadyRunning, MemoriError
+from ..errors import AlreadyRunning, MemoriError, StoreUnavailable
 from ..store import jobs
 from ..store.backend import mask_url
-from .common import CONTEXT_SETTINGS, MARKUP, MAX_ID, err, handle_errors, out, print_json, state
+from .common import (
+    CONTEXT_SETTINGS,
+    MARKUP,
+    MAX_ID,
+    err,
+    escape,
+    handle_errors,
+    out,
+    print_json,
+    state,
+)
 
 daemon_app = typer.Typer(
     context_settings=CONTEXT_SETTINGS,
@@ -198,16 +208,26 @@ def status_command(
         "extractor": extractor,
         "jobs_done_since_start": beat.get("jobs_done"),
         "proxy": beat.get("proxy") if current.running else None,
-        "queue": jobs.depth(mem.store),
+        "queue": None,
         "log": str(memori_daemon.log_path(db)),
     }
+    lost = beat.get("store_lost_since") if current.running else None
+    if lost:
+        # the daemon is waiting for the store's server (a restart, a dropped connection)
+        data["store_unreachable_s"] = round(now - lost, 1)
+    try:
+        data["queue"] = jobs.depth(mem.store)
+    except StoreUnavailable as exc:  # the daemon's own status still shows
+        data["store_error"] = str(exc)
     if json_output:
         print_json(data)
         return
     for key, value in data.items():
-        if key == "queue":
+        if key == "queue" and value is None:
+            value = "unknown (the store cannot be reached)"
+        elif key == "queue":
             value = ", ".join(f"{n} {status}" for status, n in value.items())
-        out.print(f"{key.replace('_', ' ')}: {value}", highlight=False)
+        out.print(f"{key.replace('_', ' ')}: {escape(str(value))}", highlight=False)
 
 
 @daemon_app.command("logs")
