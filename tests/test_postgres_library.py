@@ -578,6 +578,38 @@ def test_a_large_entity_gets_an_hnsw_index_that_finds_what_exact_search_finds(
     mem.close()
 
 
+def test_an_entity_with_jobs_left_gets_its_hnsw_index_when_they_are_done(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A history being imported is indexed in one pass once its jobs are done, instead of
+    every vector after the first HNSW_MIN_ROWS being inserted into the index one by one."""
+    from conftest import HashingEmbedder
+
+    from memori_cli.augment.pipeline import AugmentReport
+    from memori_cli.store.postgres import vectors as pgvector
+
+    monkeypatch.setattr(pgvector, "HNSW_MIN_ROWS", 30)
+    mem = Memori(conn=pg_url, embedder=HashingEmbedder())
+    with mem.attribution("big"):
+        mem.add_messages([{"role": "user", "content": f"note {i} about owls"} for i in range(40)])
+        mem.new_session()
+        mem.add_messages([{"role": "user", "content": f"more {i} on tea"} for i in range(5)])
+    pipeline = mem.pipeline()
+    first, *rest = jobs.claim(mem.store, pipeline.owner, limit=10)
+    assert rest  # the second session's job is left
+    for job in rest:
+        jobs.release(mem.store, job)
+    pipeline.run(first, AugmentReport())
+    (stored,) = mem.store.conn.execute(
+        "SELECT count(*) FROM message_embeddings WHERE entity_id = 'big'"
+    ).fetchone()
+    assert stored >= 30
+    assert not pgvector._hnsw_valid(mem.store.conn.raw, "big")  # jobs left: not yet
+    assert pipeline.drain().jobs_done == len(rest)
+    assert pgvector._hnsw_valid(mem.store.conn.raw, "big")
+    mem.close()
+
+
 def test_a_hybrid_recall_takes_few_round_trips(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
