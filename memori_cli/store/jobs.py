@@ -217,13 +217,14 @@ def release_owned(store: Store, owner: str) -> int:
 
 
 def _release(store: Store, owner: str, job_id: int | None) -> int:
-    one = "" if job_id is None else " AND id = ?"
+    """Hand back ``owner``'s running job ``job_id`` (all of them when None); how many."""
+    one, ids = ("", ()) if job_id is None else (" AND id = ?", (job_id,))
     with store.write(queue=True) as conn:
         cursor = conn.execute(
             f"""UPDATE jobs SET status = 'pending', lease_owner = NULL, lease_expires = NULL,
                    attempts = {conn.backend.greatest}(attempts - 1, 0), updated_at = ?
                WHERE lease_owner = ? AND status = 'running'{one}""",
-            (now_iso(), owner, *(() if job_id is None else (job_id,))),
+            (now_iso(), owner, *ids),
         )
         return int(cursor.rowcount)
 

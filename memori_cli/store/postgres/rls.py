@@ -48,6 +48,11 @@ def _tables(raw: Any) -> dict[str, bool]:
     return {str(name): bool(has) for name, has in rows}
 
 
+def _has_grants(raw: Any) -> bool:
+    """Whether ``memori rls enable`` made the grants table here."""
+    return raw.execute("SELECT to_regclass(%s)", (GRANTS,)).fetchone()[0] is not None
+
+
 def _condition(table: str, has_entity: bool) -> str | None:
     if table in _CONDITIONS:
         return _CONDITIONS[table]
@@ -106,7 +111,7 @@ def grant(conn: Any, role: str, pattern: str) -> None:
 
     raw = _raw(conn)
     ident = sql.Identifier(role)
-    if raw.execute("SELECT to_regclass(%s)", (GRANTS,)).fetchone()[0] is None:
+    if not _has_grants(raw):
         raise StoreError("row-level security is off for this store: memori rls enable first")
     if raw.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
         raise StoreError(f"there is no role {role!r} on this server (CREATE ROLE {role} LOGIN)")
@@ -130,7 +135,7 @@ def grant(conn: Any, role: str, pattern: str) -> None:
 def revoke(conn: Any, role: str, pattern: str | None = None) -> int:
     """Take back ``role``'s grant of ``pattern`` (every grant of it when None); how many."""
     raw = _raw(conn)
-    if raw.execute("SELECT to_regclass(%s)", (GRANTS,)).fetchone()[0] is None:
+    if not _has_grants(raw):
         return 0
     sql = f"DELETE FROM {GRANTS} WHERE role = %s" + ("" if pattern is None else " AND pattern = %s")
     cursor = raw.execute(sql, (role,) if pattern is None else (role, pattern))
