@@ -147,25 +147,40 @@ def lease_seconds() -> float:
     """The job lease (seconds): ``$MEMORI_LEASE_SECONDS``, else ``[daemon] lease_seconds``
     in config.toml, else the queue's default (120). Another worker takes over the jobs
     of one that died (on another host, or unseen) once their lease has run out."""
-    where = "MEMORI_LEASE_SECONDS"
-    value: Any = os.environ.get(where)
-    if not value:
-        table = read_file().get("daemon", {})
-        value = table.get("lease_seconds") if isinstance(table, dict) else None
-        where = "[daemon] lease_seconds in config.toml"
-    if value is None or value == "":
-        from .store.jobs import LEASE_SECONDS
+    from .store.jobs import LEASE_SECONDS
 
-        return LEASE_SECONDS
+    return _number("MEMORI_LEASE_SECONDS", "daemon", "lease_seconds", LEASE_SECONDS,
+                   MIN_LEASE_SECONDS, "seconds")  # fmt: skip
+
+
+def vector_cache_mb() -> float:
+    """The memory (MB) a process may give its copies of large entities' vectors on
+    PostgreSQL: ``$MEMORI_VECTOR_CACHE_MB``, else ``[postgres] vector_cache_mb`` in
+    config.toml, else 512; 0 turns the copies off (every search runs on the server)."""
+    from .store.postgres.vectors import CACHE_MB
+
+    return _number("MEMORI_VECTOR_CACHE_MB", "postgres", "vector_cache_mb", CACHE_MB, 0, "MB")
+
+
+def _number(env: str, section: str, key: str, default: float, minimum: float, unit: str) -> float:
+    """A numeric setting: the variable ``env``, else ``[section] key`` in config.toml, else
+    ``default``; a value that is not a finite number of at least ``minimum`` is a ConfigError
+    naming where it came from."""
+    where = env
+    value: Any = os.environ.get(env)
+    if not value:
+        table = read_file().get(section, {})
+        value = table.get(key) if isinstance(table, dict) else None
+        where = f"[{section}] {key} in config.toml"
+    if value is None or value == "":
+        return default
     try:
-        seconds = float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        seconds = float("nan")
-    if not seconds >= MIN_LEASE_SECONDS or seconds == float("inf"):
-        raise ConfigError(
-            f"{where} = {value!r} is not a number of seconds of at least {MIN_LEASE_SECONDS:g}"
-        )
-    return seconds
+        number = float("nan")
+    if not number >= minimum or number == float("inf"):
+        raise ConfigError(f"{where} = {value!r} is not a number of {unit} of at least {minimum:g}")
+    return number
 
 
 def default_entity() -> str:

@@ -17,7 +17,9 @@ entities; embedding >= 300 sentences/s batched, <= 5 ms for one sentence.
 
 With ``--postgres URL`` (a database memori may use; each size gets a schema of its own there,
 dropped afterwards) every size is also built on PostgreSQL and its hybrid recall timed with
-the same queries, beside SQLite's (target: within 1.5x of SQLite's median).
+the same queries, beside SQLite's (target: within 1.5x of SQLite's median), then again
+(the vectors of the entities searched copied into the process, as the budget allows) and
+with those copies off (every vector search on the server).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -257,7 +260,25 @@ def measure(
                 ratio = on_pg[0] / hybrid[0]
                 print(f"  hybrid recall on PostgreSQL:               median {on_pg[0]:.1f} ms, "
                       f"p95 {on_pg[1]:.1f} ms ({ratio:.2f}x SQLite's median)")  # fmt: skip
+                postgres_variants(server, queries, pick)
                 server.close()
+
+
+def postgres_variants(server: Memori, queries: list[str], pick: Any) -> None:
+    """The PostgreSQL store timed again: a second pass (the copies of the entities' vectors
+    the first made, as many as the budget holds, are in memory now), and with the copies
+    off (every vector search on the server: exact, or the entity's HNSW index)."""
+    from memori_cli.store.postgres.vectors import VectorCache
+
+    cache = server.store.vector_cache
+    held = len(cache._copies) if cache is not None else 0
+    again = latency(lambda q: server.recall(q, 10, entity_id=pick()), queries)
+    print(f"    again ({held} entities' vectors copied):     median {again[0]:.1f} ms, "
+          f"p95 {again[1]:.1f} ms")  # fmt: skip
+    server.store.vector_cache = VectorCache(0)
+    off = latency(lambda q: server.recall(q, 10, entity_id=pick()), queries)
+    print(f"    copies off (searched on the server):  median {off[0]:.1f} ms, "
+          f"p95 {off[1]:.1f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":

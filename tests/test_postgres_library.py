@@ -414,6 +414,31 @@ def test_another_applications_database_is_refused_and_left_unchanged(pg_url: str
     mem.close()
 
 
+def test_a_schema_of_its_own_is_its_own_store_beside_one_in_public(pg_url: str) -> None:
+    """A new schema first on the path, with a memori store in public after it: the schema
+    gets tables of its own (before, public's store was taken for its own and written to)."""
+    import psycopg
+
+    public = Memori(conn=pg_url)
+    public.attribution(entity_id="maya")
+    public.add_messages([{"role": "user", "content": "I live in Porto."}])
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA team")
+    team = Memori(conn=f"{pg_url}&options=-csearch_path%3Dteam%2Cpublic")
+    try:
+        team.attribution(entity_id="maya")
+        team.add_messages([{"role": "user", "content": "I live in Lyon."}])
+        assert [h.content for h in team.recall("live", entity_id="maya")] == ["I live in Lyon."]
+        assert [h.content for h in public.recall("live", entity_id="maya")] == ["I live in Porto."]
+        tables = team.store.conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'team'"
+        ).fetchone()[0]
+        assert tables > 10
+    finally:
+        team.close()
+        public.close()
+
+
 def test_writes_lock_only_what_they_touch(pg_url: str) -> None:
     """One entity's import, augmentation, edits and forget run beside another entity's open
     write, and so does a claim; a write of the whole store waits for it (SQLite: one writer

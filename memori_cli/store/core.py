@@ -266,6 +266,9 @@ class Store:
         self._owned: list[Any] = []
         self._local = threading.local()
         self.matrices: Matrices | None = Matrices(self.path) if self.path is not None else None
+        #: On PostgreSQL, this process's copies of large entities' vectors
+        #: (:class:`~memori_cli.store.postgres.vectors.VectorCache`, made on the first search).
+        self.vector_cache: Any = None
         self._migrate_lock = threading.Lock()
         self._migrated = False
         self._connections: list[Any] = []

@@ -495,3 +495,11 @@ def _m009_backfill(conn: Any) -> None:
             updates.append((reply_context(previous[1]), message_id))
         previous = (session_id, content)
     conn.executemany("UPDATE messages SET context = ? WHERE id = ?", updates)
+
+
+@migrations(name="m010_vector_counts")
+def m010_vector_counts(db: Script) -> None:
+    # PostgreSQL only: per-entity counts of message vectors, kept by triggers, tell a process
+    # when its copy of an entity's vectors is current (postgres/vectors.py). A SQLite store's
+    # copies check the file's own change counter instead; nothing changes here.
+    del db

@@ -252,7 +252,13 @@ def knn(store: Store, entity_id: str, vector: np.ndarray, k: int) -> list[tuple[
     query = np.ascontiguousarray(vector, dtype=np.float32)
     pgvector = _pgvector(conn)
     if pgvector is not None:  # no vectors stored, none found: no need to ask for the model
-        found: list[tuple[int, float]] = pgvector.knn(conn, "message", entity_id, query, k)
+        if store.vector_cache is None:
+            from .. import config
+
+            store.vector_cache = pgvector.VectorCache(config.vector_cache_mb())
+        found: list[tuple[int, float]] = pgvector.knn(
+            conn, "message", entity_id, query, k, store.vector_cache
+        )
         return found
     built = index_model(store)
     if built is None:
@@ -315,3 +321,5 @@ def reset(store: Store) -> None:
             pgvector.drop_indexes(conn)  # they index the old model's dimension
     if store.matrices is not None:
         store.matrices.drop()
+    if store.vector_cache is not None:
+        store.vector_cache.clear()

@@ -299,11 +299,19 @@ class PostgresBackend:
                 conn.execute("ROLLBACK")
             raise
 
+    #: Whether memori's migration record is in the schema its tables are created in (the
+    #: first of the search path that exists). Not the path's first match: a schema of its
+    #: own, first on a path that goes on to a public holding another memori store, would
+    #: have been taken for that store and left empty.
+    _HAS_MIGRATIONS = (
+        "SELECT to_regclass(quote_ident(current_schema()) || '._sqlite_migrations') IS NOT NULL"
+    )
+
     def _check_ours(self, conn: Any) -> None:
         """Raise :class:`StoreError` if the schema memori would create its tables in holds
         another application's tables (no memori migrations recorded): memori opens only its
         own stores or an empty schema, and leaves anything else as it was."""
-        (ours,) = conn.execute("SELECT to_regclass('_sqlite_migrations') IS NOT NULL").fetchone()
+        (ours,) = conn.execute(self._HAS_MIGRATIONS).fetchone()
         if ours:
             return
         tables = [
@@ -327,7 +335,7 @@ class PostgresBackend:
 
     def _pending(self, conn: Any) -> list[str]:
         conn = _raw(conn)
-        (exists,) = conn.execute("SELECT to_regclass('_sqlite_migrations') IS NOT NULL").fetchone()
+        (exists,) = conn.execute(self._HAS_MIGRATIONS).fetchone()
         done: set[str] = set()
         if exists:
             done = {
@@ -785,7 +793,7 @@ class PostgresBackend:
 #: The tables forget's deletes touch (those holding an entity's text, vectors or terms).
 _FORGET_TABLES = (
     "messages", "messages_postings", "messages_lex_terms", "messages_lex_docs",
-    "message_embeddings", "memories", "memories_postings", "memories_lex_terms",
+    "message_embeddings", "vector_counts", "memories", "memories_postings", "memories_lex_terms",
     "memories_lex_docs", "memory_embeddings", "memory_sources", "triples", "triple_sources",
     "graph_nodes", "graph_aliases", "session_summaries", "sessions", "jobs", "rejections",
     "entities",

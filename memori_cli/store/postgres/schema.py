@@ -499,6 +499,90 @@ def m009_reply_context(conn: Any) -> None:
     )
 
 
+def m010_vector_counts(conn: Any) -> None:
+    # Per entity: how many message vectors it has, and two stamps from one sequence:
+    # ``generation`` changes with every insert, update or delete of its vectors, ``cleared``
+    # with every update or delete (and when the row is made). A process's copy of the
+    # entity's vectors (vectors.VectorCache) is current while the generation is the same,
+    # and can take the rows added since while ``cleared`` is (stamps never repeat, so a row
+    # made again after its entity was forgotten is not mistaken for the old one).
+    conn.execute(
+        f"""
+        CREATE SEQUENCE vector_generation;
+        CREATE TABLE vector_counts (
+            entity_id text PRIMARY KEY REFERENCES entities(id) ON DELETE CASCADE,
+            rows bigint NOT NULL,
+            generation bigint NOT NULL,
+            cleared bigint NOT NULL
+        );
+        CREATE FUNCTION message_embeddings_count_insert() RETURNS trigger LANGUAGE plpgsql
+        AS $body$
+        BEGIN
+            INSERT INTO vector_counts AS c (entity_id, rows, generation, cleared)
+            SELECT entity_id, n, g, g FROM (
+                SELECT entity_id, count(*) AS n, nextval('vector_generation') AS g
+                FROM new_rows GROUP BY entity_id ORDER BY entity_id
+            ) AS added
+            ON CONFLICT (entity_id) DO UPDATE
+                SET rows = c.rows + excluded.rows, generation = excluded.generation;
+            RETURN NULL;
+        END $body$;
+        CREATE FUNCTION message_embeddings_count_delete() RETURNS trigger LANGUAGE plpgsql
+        AS $body$
+        BEGIN
+            {_count_change("SELECT entity_id, count(*) AS n FROM old_rows GROUP BY entity_id")}
+            RETURN NULL;
+        END $body$;
+        CREATE FUNCTION message_embeddings_count_update() RETURNS trigger LANGUAGE plpgsql
+        AS $body$
+        BEGIN
+            {
+            _count_change(
+                "SELECT entity_id, count(*) AS n FROM old_rows GROUP BY entity_id UNION ALL "
+                "SELECT entity_id, -count(*) FROM new_rows GROUP BY entity_id"
+            )
+        }
+            RETURN NULL;
+        END $body$;
+        CREATE FUNCTION message_embeddings_count_truncate() RETURNS trigger LANGUAGE plpgsql
+        AS $body$
+        BEGIN
+            UPDATE vector_counts SET rows = 0, generation = nextval('vector_generation'),
+                cleared = currval('vector_generation');
+            RETURN NULL;
+        END $body$;
+        CREATE TRIGGER message_embeddings_count_insert AFTER INSERT ON message_embeddings
+            REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION message_embeddings_count_insert();
+        CREATE TRIGGER message_embeddings_count_delete AFTER DELETE ON message_embeddings
+            REFERENCING OLD TABLE AS old_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION message_embeddings_count_delete();
+        CREATE TRIGGER message_embeddings_count_update AFTER UPDATE ON message_embeddings
+            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION message_embeddings_count_update();
+        CREATE TRIGGER message_embeddings_count_truncate AFTER TRUNCATE ON message_embeddings
+            FOR EACH STATEMENT EXECUTE FUNCTION message_embeddings_count_truncate();
+        INSERT INTO vector_counts (entity_id, rows, generation, cleared)
+            SELECT entity_id, n, g, g FROM (
+                SELECT entity_id, count(*) AS n, nextval('vector_generation') AS g
+                FROM message_embeddings GROUP BY entity_id
+            ) AS stored;
+        """
+    )
+
+
+def _count_change(removed: str) -> str:
+    """The statement that takes the rows ``removed`` counts (entity_id, n) off each entity's
+    count and gives it new stamps (an update is a change: it removes n - n)."""
+    return f"""UPDATE vector_counts AS c
+            SET rows = c.rows - changed.n, generation = changed.g, cleared = changed.g
+            FROM (
+                SELECT entity_id, sum(n) AS n, nextval('vector_generation') AS g
+                FROM ({removed}) AS each_side GROUP BY entity_id
+            ) AS changed
+            WHERE c.entity_id = changed.entity_id;"""
+
+
 #: Every migration, by SQLite's name, in SQLite's order.
 MIGRATIONS: dict[str, Callable[[Any], None]] = {
     "m001_initial": m001_initial,
@@ -510,4 +594,5 @@ MIGRATIONS: dict[str, Callable[[Any], None]] = {
     "m007_current_indexes": m007_current_indexes,
     "m008_vector_blobs": m008_vector_blobs,
     "m009_reply_context": m009_reply_context,
+    "m010_vector_counts": m010_vector_counts,
 }

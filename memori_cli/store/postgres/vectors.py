@@ -14,16 +14,24 @@ entity in the statement and ranks as the SQLite paths rank: (distance, id).
   ``hnsw.ef_search`` :data:`EF_SEARCH`: 3.2 ms at 10k rows, 99.5% of the exact top 50 (the
   same MiniLM measurement). Approximate: above the size, PostgreSQL's neighbours may differ
   from SQLite's exact ones in a few of the last places.
+- **The process's copy** (an entity's messages from :data:`CACHE_MIN_ROWS` on, within the
+  budget ``config.vector_cache_mb``): :class:`VectorCache`, checked against the server's
+  counts on every search; first, when it serves, so the two paths above are for small
+  entities, copies that do not fit, and processes with the copies off.
 
-Either way pgvector picks the candidates and their vectors are scored with numpy
+On the server, pgvector picks the candidates and their vectors are scored with numpy
 (:func:`~memori_cli.store.matrix.nearest`, SQLite's own ranking), so equal distances come in id
-order. There is no vec0 index and no memory-mapped matrix: the server holds the one copy.
+order. There is no vec0 index and no memory-mapped file: the server holds the stored copy.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -191,16 +199,195 @@ def drop_indexes(conn: Any, *, unused_only: bool = False) -> list[str]:
     return dropped
 
 
-def knn(conn: Any, kind: str, entity_id: str, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+#: An entity with this many message vectors is searched in the process's copy of them.
+CACHE_MIN_ROWS = 2_000
+#: The default memory budget of those copies, per process (MB; ``config.vector_cache_mb``).
+CACHE_MB = 512
+#: A copy unused this long may make room for another entity's (seconds). Fresher ones are
+#: never evicted: under a budget smaller than the entities searched, copies would be
+#: reloaded on every search, which costs more than searching on the server.
+CACHE_IDLE_SECONDS = 60.0
+
+
+@dataclasses.dataclass
+class _Copy:
+    generation: int
+    cleared: int
+    rows: int  # the rows it has seen, vectorless ones included (as vector_counts counts)
+    last: int  # the highest message id among them
+    ids: np.ndarray
+    matrix: np.ndarray
+    used: float
+
+    @property
+    def size(self) -> int:
+        return int(self.matrix.nbytes + self.ids.nbytes)
+
+
+class VectorCache:
+    """This process's copies of large entities' message vectors (float32, as stored), so a
+    search is numpy's over memory rather than a scan or an HNSW walk on the server: the
+    role of SQLite's memory-mapped matrix copies. The server stays the source of truth:
+    each search reads the entity's row of ``vector_counts`` (kept by triggers on
+    ``message_embeddings``, m010) and uses the copy only while it is current, fetching the
+    rows added since when nothing was deleted, and the whole entity again otherwise; the
+    stamps and the rows come from one statement (one snapshot). Searches rank with
+    :func:`~memori_cli.store.matrix.nearest`, as everywhere else, so the hits are the exact
+    ones SQLite would give."""
+
+    def __init__(self, budget_mb: float):
+        self.budget = int(budget_mb * 1024 * 1024)
+        self._lock = threading.Lock()
+        self._copies: OrderedDict[str, _Copy] = OrderedDict()  # least recently used first
+
+    def clear(self) -> None:
+        with self._lock:
+            self._copies.clear()
+
+    def search(
+        self, raw: Any, entity_id: str, state: tuple[Any, ...], query: np.ndarray, k: int
+    ) -> list[tuple[int, float]] | None:
+        """The entity's ``k`` nearest messages from its copy, or None where the server
+        should search (a small entity, one whose copy does not fit the budget, or counts
+        that do not add up). ``state``: the entity's (generation, cleared, rows) in
+        ``vector_counts``, or Nones where it has no row."""
+        if state[0] is None:
+            self._drop(entity_id)
+            return None  # no vectors ever stored (or none this role may see)
+        generation, cleared, rows = (int(v) for v in state)
+        dim = int(query.shape[0])
+        if rows < CACHE_MIN_ROWS or rows * (dim * 4 + 8) > self.budget:
+            self._drop(entity_id)
+            return None
+        with self._lock:
+            copy = self._copies.get(entity_id)
+        if copy is None or copy.generation != generation:
+            copy = self._refreshed(raw, entity_id, copy, cleared, dim)
+            if copy is None:
+                return None
+        copy.used = time.monotonic()
+        with self._lock:
+            if entity_id in self._copies:
+                self._copies.move_to_end(entity_id)
+        return nearest(copy.ids, copy.matrix, query, k)
+
+    def _drop(self, entity_id: str) -> None:
+        with self._lock:
+            self._copies.pop(entity_id, None)
+
+    def _refreshed(
+        self, raw: Any, entity_id: str, copy: _Copy | None, cleared: int, dim: int
+    ) -> _Copy | None:
+        """The entity's copy brought up to date: the rows added since, or all of them."""
+        if copy is not None and copy.cleared == cleared:
+            added = _fetch(raw, entity_id, copy.last, dim)
+            if (
+                added is not None
+                and added.cleared == copy.cleared
+                and copy.rows + added.rows == added.generation_rows  # nothing committed late
+            ):
+                grown = _Copy(
+                    added.generation, copy.cleared, added.generation_rows,
+                    max(copy.last, added.last), np.concatenate([copy.ids, added.ids]),
+                    np.concatenate([copy.matrix, added.matrix]), time.monotonic(),
+                )  # fmt: skip
+                return self._keep(entity_id, grown)
+        whole = _fetch(raw, entity_id, 0, dim)
+        if whole is None or whole.rows != whole.generation_rows:
+            # The counts disagree with the rows (vectors of another dimension, or counts
+            # changed behind the triggers' back): the server searches.
+            self._drop(entity_id)
+            return None
+        fresh = _Copy(whole.generation, whole.cleared, whole.rows, whole.last, whole.ids,
+                      whole.matrix, time.monotonic())  # fmt: skip
+        return self._keep(entity_id, fresh)
+
+    def _keep(self, entity_id: str, copy: _Copy) -> _Copy | None:
+        """Hold ``copy`` if it fits the budget, making room from copies idle long enough."""
+        with self._lock:
+            self._copies.pop(entity_id, None)
+            held = sum(c.size for c in self._copies.values())
+            idle = time.monotonic() - CACHE_IDLE_SECONDS
+            for other in list(self._copies):
+                if held + copy.size <= self.budget:
+                    break
+                if self._copies[other].used < idle:
+                    held -= self._copies.pop(other).size
+            if held + copy.size > self.budget:
+                return None
+            self._copies[entity_id] = copy
+            return copy
+
+
+@dataclasses.dataclass
+class _Fetched:
+    generation: int
+    cleared: int
+    generation_rows: int  # the entity's count at that generation
+    rows: int  # the rows fetched, vectorless ones included
+    last: int  # the highest message id among them (``after`` if none)
+    ids: np.ndarray
+    matrix: np.ndarray
+
+
+def _fetch(raw: Any, entity_id: str, after: int, dim: int) -> _Fetched | None:
+    """The entity's stamps and its vectors with ids above ``after``, in one statement (one
+    snapshot); None if one has another dimension."""
+    with raw.cursor(binary=True) as cursor:
+        found = cursor.execute(
+            """SELECT c.generation, c.cleared, c.rows, e.message_id, e.embedding
+               FROM vector_counts c
+               LEFT JOIN message_embeddings e
+                   ON e.entity_id = c.entity_id AND e.message_id > %s
+               WHERE c.entity_id = %s ORDER BY e.message_id""",
+            (after, entity_id),
+        ).fetchall()
+    if not found:
+        return None
+    generation, cleared, count = (int(v) for v in found[0][:3])
+    rows = [(mid, blob) for _, _, _, mid, blob in found if mid is not None]
+    kept = [(int(mid), blob) for mid, blob in rows if blob is not None]
+    # pgvector's binary form: a 2-byte dimension, 2 unused bytes, big-endian float4s.
+    if any(len(blob) != 4 + 4 * dim for _, blob in kept):
+        return None
+    ids = np.asarray([mid for mid, _ in kept], dtype=np.int64)
+    data = b"".join(bytes(blob)[4:] for _, blob in kept)
+    matrix = np.frombuffer(data, dtype=">f4").astype(np.float32).reshape(len(kept), dim)
+    last = max((int(mid) for mid, _ in rows), default=after)
+    return _Fetched(generation, cleared, count, len(rows), last, ids, matrix)
+
+
+def knn(
+    conn: Any,
+    kind: str,
+    entity_id: str,
+    query: np.ndarray,
+    k: int,
+    cache: VectorCache | None = None,
+) -> list[tuple[int, float]]:
     """The entity's ``k`` nearest ``kind`` rows (``message`` or ``memory``) to ``query``:
     (id, cosine distance), nearest first, equal distances in id order (see the module
-    docstring: exact, or through the entity's HNSW index)."""
+    docstring: from ``cache``, exact, or through the entity's HNSW index)."""
     table, key = TABLES[kind]
     raw = _raw(conn)
+    indexed = False
+    if kind == "message":
+        # One round trip for both: whether the entity has an HNSW index, and its counts.
+        indexed, *state = raw.execute(
+            """SELECT coalesce((SELECT indisvalid FROM pg_index
+                                WHERE indexrelid = to_regclass(%s)), false),
+                      c.generation, c.cleared, c.rows
+               FROM (SELECT 1) AS one LEFT JOIN vector_counts c ON c.entity_id = %s""",
+            (hnsw_name(entity_id), entity_id),
+        ).fetchone()
+        if cache is not None and cache.budget > 0:
+            cached = cache.search(raw, entity_id, tuple(state), query, k)
+            if cached is not None:
+                return cached
     text = _text(query)
     distance = "embedding <=> %s::vector"
     order = f"{distance}, {key}"
-    if kind == "message" and _hnsw_valid(raw, entity_id):
+    if indexed:
         # The index's own expression, so the planner takes it (the entity, bound as a
         # parameter, proves the partial index's predicate in memori's custom plans); the
         # distance alone, as the index orders (ties are put in id order below).
