@@ -73,6 +73,7 @@ class Memori:
         create: bool = True,
     ):
         self.store = Store(conn, create=create)
+        self.store.vector_cache_mb = config_module.vector_cache_mb
         self.config = Config(storage=StorageConfig(self.store))
         self._embedder = embedder
         self._extractor = extractor

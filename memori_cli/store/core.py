@@ -269,6 +269,9 @@ class Store:
         #: On PostgreSQL, this process's copies of large entities' vectors
         #: (:class:`~memori_cli.store.postgres.vectors.VectorCache`, made on the first search).
         self.vector_cache: Any = None
+        #: Their budget (MB), asked for on the first search (Memori gives the setting,
+        #: ``config.vector_cache_mb``); None: the default, ``postgres.vectors.CACHE_MB``.
+        self.vector_cache_mb: Callable[[], float] | None = None
         self._migrate_lock = threading.Lock()
         self._migrated = False
         self._connections: list[Any] = []

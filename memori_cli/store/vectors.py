@@ -253,9 +253,8 @@ def knn(store: Store, entity_id: str, vector: np.ndarray, k: int) -> list[tuple[
     pgvector = _pgvector(conn)
     if pgvector is not None:  # no vectors stored, none found: no need to ask for the model
         if store.vector_cache is None:
-            from .. import config
-
-            store.vector_cache = pgvector.VectorCache(config.vector_cache_mb())
+            budget = store.vector_cache_mb() if store.vector_cache_mb else pgvector.CACHE_MB
+            store.vector_cache = pgvector.VectorCache(budget)
         found: list[tuple[int, float]] = pgvector.knn(
             conn, "message", entity_id, query, k, store.vector_cache
         )
