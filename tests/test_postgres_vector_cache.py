@@ -235,3 +235,31 @@ def test_vectors_committed_out_of_id_order_are_found(mem: Memori) -> None:
     found = vectors.knn(mem.store, "big", query, 5)
     assert found == _server(mem, "big", query) and found[0][0] == ids[3]
     assert len(mem.store.vector_cache._copies["big"].ids) == 40
+
+
+def test_an_entity_that_would_not_fit_is_not_fetched(
+    postgres_store_url: str, small_copies: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the budget full of copies in use, another entity's search goes to the server
+    straight away: fetching its vectors only to let them go would cost a full read per search
+    (measured at 1M vectors over 100 entities: 173 ms a recall against 47 ms on the server)."""
+    monkeypatch.setenv("MEMORI_VECTOR_CACHE_MB", str(10 / 1024))
+    mem = Memori(conn=postgres_store_url, embedder=HashingEmbedder())
+    fetched: list[int] = []
+    fetch = pgvector._fetch
+    monkeypatch.setattr(
+        pgvector,
+        "_fetch",
+        lambda raw, e, after, dim: fetched.append(after) or fetch(raw, e, after, dim),
+    )
+    try:
+        _add(mem, "one", 0, 30)
+        _add(mem, "two", 0, 30)
+        query = _query()
+        vectors.knn(mem.store, "one", query, 5)
+        assert len(fetched) == 1
+        for _ in range(3):
+            assert vectors.knn(mem.store, "two", query, 5) == _server(mem, "two", query)
+        assert len(fetched) == 1 and _cached(mem, "one")
+    finally:
+        mem.close()

@@ -256,11 +256,14 @@ class VectorCache:
             return None  # no vectors ever stored (or none this role may see)
         generation, cleared, rows = (int(v) for v in state)
         dim = int(query.shape[0])
-        if rows < CACHE_MIN_ROWS or rows * (dim * 4 + 8) > self.budget:
+        size = rows * (dim * 4 + 8)  # float32 vectors and int64 ids
+        if rows < CACHE_MIN_ROWS or size > self.budget:
             self._drop(entity_id)
             return None
         with self._lock:
             copy = self._copies.get(entity_id)
+            if copy is None and not self._room(size):
+                return None  # not fetched only to be let go: the server searches
         if copy is None or copy.generation != generation:
             copy = self._refreshed(raw, entity_id, copy, cleared, dim)
             if copy is None:
@@ -306,17 +309,22 @@ class VectorCache:
         """Hold ``copy`` if it fits the budget, making room from copies idle long enough."""
         with self._lock:
             self._copies.pop(entity_id, None)
-            held = sum(c.size for c in self._copies.values())
-            idle = time.monotonic() - CACHE_IDLE_SECONDS
-            for other in list(self._copies):
-                if held + copy.size <= self.budget:
-                    break
-                if self._copies[other].used < idle:
-                    held -= self._copies.pop(other).size
-            if held + copy.size > self.budget:
+            if not self._room(copy.size):
                 return None
             self._copies[entity_id] = copy
             return copy
+
+    def _room(self, size: int) -> bool:
+        """Under the lock: whether ``size`` more bytes fit the budget, once copies unused for
+        :data:`CACHE_IDLE_SECONDS` are let go (least recently used first) as needed."""
+        held = sum(c.size for c in self._copies.values())
+        idle = time.monotonic() - CACHE_IDLE_SECONDS
+        for other in list(self._copies):
+            if held + size <= self.budget:
+                break
+            if self._copies[other].used < idle:
+                held -= self._copies.pop(other).size
+        return held + size <= self.budget
 
 
 @dataclasses.dataclass
