@@ -256,6 +256,11 @@ def measure(
             with postgres_schema(postgres, f"memori_bench_{size}") as url:
                 print("  on PostgreSQL:")
                 server = build(Path(tmp), entities, per_entity, dim, conn=url)
+                buffers, size = server.store.conn.execute(
+                    "SELECT current_setting('shared_buffers'), "
+                    "pg_size_pretty(pg_database_size(current_database()))"
+                ).fetchone()
+                print(f"  the server's shared_buffers: {buffers}; the database: {size}")
                 on_pg = latency(lambda q: server.recall(q, 10, entity_id=pick()), queries)
                 ratio = on_pg[0] / hybrid[0]
                 print(f"  hybrid recall on PostgreSQL:               median {on_pg[0]:.1f} ms, "

@@ -3,6 +3,7 @@ answer exactly what the server's own search answers, and never a stale copy."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,8 +20,10 @@ pytest.importorskip("psycopg")
 
 @pytest.fixture
 def small_copies(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Entities of 20 vectors or more are copied (2,000 in use), none get an HNSW index."""
+    """Entities of 20 vectors or more are copied (2,000 in use), at their first search (the
+    second in use), and none get an HNSW index."""
     monkeypatch.setattr(pgvector, "CACHE_MIN_ROWS", 20)
+    monkeypatch.setattr(pgvector, "CACHE_AFTER_SEARCHES", 1)
     monkeypatch.setattr(pgvector, "HNSW_MIN_ROWS", 10**9)
 
 
@@ -123,6 +126,39 @@ def test_a_new_model_replaces_the_copy(mem: Memori) -> None:
     query = HashingEmbedder(name="another", dim=32).embed(["owls and tea 3"])[0]
     found = vectors.knn(mem.store, "big", query, 5)
     assert _cached(mem, "big") and found == _server(mem, "big", query)
+
+
+def test_an_entity_is_copied_at_its_second_search_within_the_idle_time(
+    mem: Memori, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pgvector, "CACHE_AFTER_SEARCHES", 2)
+    _add(mem, "big", 0, 30)
+    query = _query()
+    first = vectors.knn(mem.store, "big", query, 5)
+    assert not _cached(mem, "big") and first == _server(mem, "big", query)
+    assert vectors.knn(mem.store, "big", query, 5) == first and _cached(mem, "big")
+    _add(mem, "other", 0, 30)
+    vectors.knn(mem.store, "other", query, 5)
+    monkeypatch.setattr(pgvector, "CACHE_IDLE_SECONDS", 0.5)
+    time.sleep(0.6)
+    vectors.knn(mem.store, "other", query, 5)  # the first search was too long ago
+    assert not _cached(mem, "other")
+    vectors.knn(mem.store, "other", query, 5)
+    assert _cached(mem, "other")
+
+
+def test_a_row_without_a_vector_is_counted_not_copied(mem: Memori) -> None:
+    _add(mem, "big", 0, 30)
+    query = _query()
+    with mem.store.write() as tx:
+        tx.execute(
+            "UPDATE message_embeddings SET embedding = NULL WHERE message_id = "
+            "(SELECT min(message_id) FROM message_embeddings WHERE entity_id = 'big')"
+        )
+    found = vectors.knn(mem.store, "big", query, 5)
+    assert found == _server(mem, "big", query)
+    assert len(mem.store.vector_cache._copies["big"].ids) == 29
+    assert mem.store.vector_cache._copies["big"].rows == 30
 
 
 def test_the_counts_follow_every_kind_of_write(mem: Memori) -> None:

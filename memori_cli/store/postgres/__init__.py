@@ -834,6 +834,11 @@ def _cursor_class() -> type:
             with lost_as_unavailable(self.connection):
                 return super().executemany(*args, **kwargs)
 
+        @contextlib.contextmanager
+        def copy(self, *args: Any, **kwargs: Any) -> Any:
+            with lost_as_unavailable(self.connection), super().copy(*args, **kwargs) as copy:
+                yield copy
+
     return Cursor
 
 

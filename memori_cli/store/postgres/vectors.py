@@ -15,9 +15,10 @@ entity in the statement and ranks as the SQLite paths rank: (distance, id).
   same MiniLM measurement). Approximate: above the size, PostgreSQL's neighbours may differ
   from SQLite's exact ones in a few of the last places.
 - **The process's copy** (an entity's messages from :data:`CACHE_MIN_ROWS` on, within the
-  budget ``config.vector_cache_mb``): :class:`VectorCache`, checked against the server's
-  counts on every search; first, when it serves, so the two paths above are for small
-  entities, copies that do not fit, and processes with the copies off.
+  budget ``config.vector_cache_mb``, from the entity's second search): :class:`VectorCache`,
+  checked against the server's counts on every search; first, when it serves, so the two
+  paths above are for small entities, entities searched once, copies that do not fit, and
+  processes with the copies off.
 
 On the server, pgvector picks the candidates and their vectors are scored with numpy
 (:func:`~memori_cli.store.matrix.nearest`, SQLite's own ranking), so equal distances come in id
@@ -27,6 +28,7 @@ order. There is no vec0 index and no memory-mapped file: the server holds the st
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import threading
@@ -207,6 +209,11 @@ CACHE_MB = 512
 #: never evicted: under a budget smaller than the entities searched, copies would be
 #: reloaded on every search, which costs more than searching on the server.
 CACHE_IDLE_SECONDS = 60.0
+#: An entity's vectors are copied at its this-many-th search within
+#: :data:`CACHE_IDLE_SECONDS`; until then the server searches. Fetching a copy costs several
+#: server searches (10k MiniLM-sized vectors at 1M over 100 entities: a fetch 45-70 ms, a
+#: search through the entity's HNSW index 8 ms), so an entity searched once is not copied.
+CACHE_AFTER_SEARCHES = 2
 
 
 @dataclasses.dataclass
@@ -239,10 +246,12 @@ class VectorCache:
         self.budget = int(budget_mb * 1024 * 1024)
         self._lock = threading.Lock()
         self._copies: OrderedDict[str, _Copy] = OrderedDict()  # least recently used first
+        self._searched: dict[str, tuple[int, float]] = {}  # not copied: (searches, last)
 
     def clear(self) -> None:
         with self._lock:
             self._copies.clear()
+            self._searched.clear()
 
     def search(
         self, raw: Any, entity_id: str, state: tuple[Any, ...], query: np.ndarray, k: int
@@ -262,8 +271,8 @@ class VectorCache:
             return None
         with self._lock:
             copy = self._copies.get(entity_id)
-            if copy is None and not self._room(size):
-                return None  # not fetched only to be let go: the server searches
+            if copy is None and not (self._searched_enough(entity_id) and self._room(size)):
+                return None  # the server searches (a copy fetched now would not pay, or fit)
         if copy is None or copy.generation != generation:
             copy = self._refreshed(raw, entity_id, copy, cleared, dim)
             if copy is None:
@@ -273,6 +282,22 @@ class VectorCache:
             if entity_id in self._copies:
                 self._copies.move_to_end(entity_id)
         return nearest(copy.ids, copy.matrix, query, k)
+
+    def _searched_enough(self, entity_id: str) -> bool:
+        """Under the lock: count a search of an entity that has no copy; whether it has now
+        been searched :data:`CACHE_AFTER_SEARCHES` times, none of them idle for longer than
+        :data:`CACHE_IDLE_SECONDS` since the one before."""
+        now = time.monotonic()
+        idle = now - CACHE_IDLE_SECONDS
+        if len(self._searched) > 10_000:  # entities searched once, long ago
+            self._searched = {e: seen for e, seen in self._searched.items() if seen[1] >= idle}
+        count, last = self._searched.get(entity_id, (0, now))
+        count = count + 1 if last >= idle else 1
+        if count >= CACHE_AFTER_SEARCHES:
+            self._searched.pop(entity_id, None)
+            return True
+        self._searched[entity_id] = (count, now)
+        return False
 
     def _drop(self, entity_id: str) -> None:
         with self._lock:
@@ -340,29 +365,80 @@ class _Fetched:
 
 def _fetch(raw: Any, entity_id: str, after: int, dim: int) -> _Fetched | None:
     """The entity's stamps and its vectors with ids above ``after``, in one statement (one
-    snapshot); None if one has another dimension."""
-    with raw.cursor(binary=True) as cursor:
-        found = cursor.execute(
-            """SELECT c.generation, c.cleared, c.rows, e.message_id, e.embedding
-               FROM vector_counts c
-               LEFT JOIN message_embeddings e
-                   ON e.entity_id = c.entity_id AND e.message_id > %s
-               WHERE c.entity_id = %s ORDER BY e.message_id""",
-            (after, entity_id),
-        ).fetchall()
-    if not found:
+    snapshot); None if one has another dimension.
+
+    A binary COPY that numpy parses whole, as every tuple has one layout: the stamps, a
+    message id, what its row holds (:data:`_NO_ROW`, :data:`_NO_VECTOR`, :data:`_VECTOR`
+    or :data:`_OTHER_DIM`) and a vector (zeros where the row has none of this dimension).
+    Rows read one by one through psycopg took 101 ms for an entity of 10k MiniLM vectors
+    here; this takes about 35 ms, most of it the server's ``vector_send``."""
+    from psycopg import sql
+
+    query = sql.SQL(
+        """COPY (
+            SELECT c.generation, c.cleared, c.rows, coalesce(e.message_id, 0),
+                   CASE WHEN e.message_id IS NULL THEN {no_row}
+                        WHEN e.embedding IS NULL THEN {no_vector}
+                        WHEN vector_dims(e.embedding) = {dim} THEN {vector}
+                        ELSE {other_dim} END,
+                   CASE WHEN vector_dims(e.embedding) = {dim} THEN e.embedding
+                        ELSE array_fill(0::real, ARRAY[{dim}])::vector END
+            FROM vector_counts c
+            LEFT JOIN message_embeddings e
+                ON e.entity_id = c.entity_id AND e.message_id > {after}
+            WHERE c.entity_id = {entity}
+        ) TO STDOUT (FORMAT binary)"""
+    ).format(
+        no_row=_NO_ROW, no_vector=_NO_VECTOR, vector=_VECTOR, other_dim=_OTHER_DIM,
+        dim=int(dim), after=int(after), entity=entity_id,
+    )  # fmt: skip
+    data = bytearray()
+    with raw.cursor() as cursor, cursor.copy(query) as copy:
+        for chunk in copy:
+            data += chunk
+    layout = _tuple(dim)
+    body = memoryview(data)[_COPY_HEADER : len(data) - 2]  # less the header and the trailer
+    if not body:
+        return None  # no counts: no vector ever stored (or none this role may see)
+    found = np.frombuffer(body, dtype=layout) if len(body) % layout.itemsize == 0 else None
+    if found is None or not (
+        (found["fields"] == 6).all()
+        and all((found[f"l{i}"] == 8).all() for i in range(4))
+        and (found["l4"] == 4).all()
+        and (found["l5"] == 4 + 4 * dim).all()
+        and (found["dim"] == dim).all()
+    ):
+        log.warning("vectors fetched from PostgreSQL were not in pgvector's binary form")
         return None
-    generation, cleared, count = (int(v) for v in found[0][:3])
-    rows = [(mid, blob) for _, _, _, mid, blob in found if mid is not None]
-    kept = [(int(mid), blob) for mid, blob in rows if blob is not None]
-    # pgvector's binary form: a 2-byte dimension, 2 unused bytes, big-endian float4s.
-    if any(len(blob) != 4 + 4 * dim for _, blob in kept):
+    kind = found["kind"]
+    if (kind == _OTHER_DIM).any():
         return None
-    ids = np.asarray([mid for mid, _ in kept], dtype=np.int64)
-    data = b"".join(bytes(blob)[4:] for _, blob in kept)
-    matrix = np.frombuffer(data, dtype=">f4").astype(np.float32).reshape(len(kept), dim)
-    last = max((int(mid) for mid, _ in rows), default=after)
+    generation, cleared, count = (int(found[0][f]) for f in ("generation", "cleared", "count"))
+    rows = found[kind != _NO_ROW]
+    vectors = rows[rows["kind"] == _VECTOR]
+    last = int(rows["id"].max()) if len(rows) else after
+    ids, matrix = vectors["id"].astype(np.int64), vectors["vector"].astype(np.float32)
     return _Fetched(generation, cleared, count, len(rows), last, ids, matrix)
+
+
+#: What a fetched tuple's row holds: no row (the entity has none above the id asked for),
+#: a row with no vector, a vector, or a vector of another dimension.
+_NO_ROW, _NO_VECTOR, _VECTOR, _OTHER_DIM = range(4)
+#: A binary COPY's header: its signature, flags and header extension length.
+_COPY_HEADER = 19
+
+
+@functools.cache
+def _tuple(dim: int) -> np.dtype:
+    """A tuple of :func:`_fetch`'s binary COPY: its field count, then each field's length
+    and value (big-endian; the vector in pgvector's binary form: a 2-byte dimension, 2
+    unused bytes, float4s)."""
+    return np.dtype(
+        [("fields", ">i2"), ("l0", ">i4"), ("generation", ">i8"), ("l1", ">i4"),
+         ("cleared", ">i8"), ("l2", ">i4"), ("count", ">i8"), ("l3", ">i4"), ("id", ">i8"),
+         ("l4", ">i4"), ("kind", ">i4"), ("l5", ">i4"), ("dim", ">i2"), ("unused", ">i2"),
+         ("vector", ">f4", (dim,))]
+    )  # fmt: skip
 
 
 def knn(
