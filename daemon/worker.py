@@ -17,8 +17,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from memori_cli import Memori, config, paths
 from memori_cli.augment.pipeline import AugmentReport, Pipeline
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from memori_cli.serve import Running
 
 log = logging.getLogger("memori.daemon")
+T = TypeVar("T")
 
 POLL_SECONDS = 0.1
 SWEEP_SECONDS = 30.0
@@ -91,7 +93,15 @@ class Daemon:
             pipeline = self.mem.pipeline(stop=self.stop)
             proxy = start_proxy(self.mem)
             self.proxy_url = proxy.url if proxy is not None else None
-            reclaimed = jobs.reclaim_dead(self.mem.store, socket.gethostname(), jobs.pid_alive)
+            reclaimed: int | None
+            try:
+                reclaimed = self._reclaim()
+            except Exception as exc:  # started while the server is down (or restarting)
+                if not self.mem.store.is_lost(exc):
+                    raise
+                reclaimed = self._await_server(exc, pipeline.extractor.name, self._reclaim)
+            if reclaimed is None:
+                return  # stopped while waiting
             if reclaimed:
                 log.info("took back %s jobs from workers that died mid-job", reclaimed)
             log.info(
@@ -141,33 +151,48 @@ class Daemon:
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
 
+    def _reclaim(self) -> int:
+        """Take back the jobs of this host's workers that died mid-job."""
+        assert self.mem is not None
+        return jobs.reclaim_dead(self.mem.store, socket.gethostname(), jobs.pid_alive)
+
     def _reconnect(self, pipeline: Pipeline, exc: BaseException) -> None:
-        """Wait out a lost connection to the store's server (a restart, a network drop):
-        retry with a growing delay until it answers or the daemon is stopped, then hand
-        back the jobs this worker held, to be redone (their results rolled back with the
-        connection, or committed with the job marked done)."""
+        """Wait out a lost connection to the store's server (a restart, a network drop),
+        then hand back the jobs this worker held, to be redone (their results rolled back
+        with the connection, or committed with the job marked done)."""
+        assert self.mem is not None
+        store = self.mem.store
+        released = self._await_server(
+            exc, pipeline.extractor.name, lambda: jobs.release_owned(store, pipeline.owner)
+        )
+        if released is not None:
+            log.info("%s job(s) handed back to the queue", released)
+
+    def _await_server(
+        self, exc: BaseException, extractor: str, attempt: Callable[[], T]
+    ) -> T | None:
+        """After ``exc``, a lost connection to the store's server: retry ``attempt`` with a
+        growing delay until the server answers (its result) or the daemon is stopped
+        (None). The heartbeat says meanwhile since when the store has been unreachable."""
         assert self.mem is not None
         store = self.mem.store
         log.warning("lost the store's server (%s); reconnecting", _first_line(exc))
         lost_at, delay = time.monotonic(), RECONNECT_SECONDS
         self.lost_since = time.time()
         while not self.stop.wait(delay):
-            self.beat(pipeline.extractor.name, force=True)
+            self.beat(extractor, force=True)
             store.close_thread()
             try:
-                released = jobs.release_owned(store, pipeline.owner)
+                result = attempt()
             except Exception as again:
                 if not store.is_lost(again):
                     raise
                 delay = min(delay * 2, RECONNECT_MAX_SECONDS)
                 continue
-            log.info(
-                "the store's server is back after %.1f s; %s job(s) handed back to the queue",
-                time.monotonic() - lost_at,
-                released,
-            )
+            log.info("the store's server is back after %.1f s", time.monotonic() - lost_at)
             self.lost_since = None
-            return
+            return result
+        return None
 
     def _wait(self, extractor: str) -> None:
         """Sleep until a hint, a due retry, the sweep timer or a stop."""

@@ -409,41 +409,75 @@ def test_three_daemons_drain_one_queue_through_a_kill_and_a_server_restart(
     mem.close()
 
 
+MEMORI = str(Path(sys.executable).parent / "memori")
+
+
+def _daemon_env(url: str, home: Path) -> dict[str, str]:
+    env = dict(os.environ, MEMORI_DB=url, MEMORI_EMBEDDING_MODEL="none", MEMORI_HOME=str(home))
+    env.pop("MEMORI_CHAT_MODEL", None)
+    return env
+
+
+def _status(env: dict[str, str]) -> dict[str, Any]:
+    """``memori daemon status --json``."""
+    shown = subprocess.run(
+        [MEMORI, "daemon", "status", "--json"], env=env, capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    return dict(json.loads(shown.stdout))
+
+
+@pytest.mark.slow
+def test_a_daemon_started_while_the_server_is_down_waits_for_it(
+    own_server: tuple[str, str], tmp_path: Path
+) -> None:
+    folder, url = own_server
+    Memori(conn=url).store.build()
+    env = _daemon_env(url, tmp_path)
+    subprocess.run([POSTGRES, "pause", folder], check=True, capture_output=True)
+    started = subprocess.run([MEMORI, "daemon", "start"], env=env, capture_output=True, text=True)
+    try:
+        assert started.returncode == 0, started.stderr
+        during = _status(env)
+        assert during["running"] and during["store_unreachable_s"] is not None
+        subprocess.run([POSTGRES, "resume", folder], check=True, capture_output=True)
+        wait_for(lambda: "store_unreachable_s" not in _status(env), 60, "the daemon to connect")
+        mem = Memori(conn=url)
+        say(mem, "kim", "I live in Oslo.")
+        wait_for(lambda: mem.memories("kim"), 60, "the daemon to augment")
+        mem.close()
+    finally:
+        stopped = subprocess.run(
+            [MEMORI, "daemon", "stop"], env=env, capture_output=True, text=True
+        )
+    assert stopped.returncode == 0, stopped.stderr
+
+
 @pytest.mark.slow
 def test_the_daemon_waits_out_an_outage_and_says_so(
     own_server: tuple[str, str], tmp_path: Path
 ) -> None:
     folder, url = own_server
     Memori(conn=url).store.build()
-    env = dict(os.environ, MEMORI_DB=url, MEMORI_EMBEDDING_MODEL="none", MEMORI_HOME=str(tmp_path))
-    env.pop("MEMORI_CHAT_MODEL", None)
-    memori = str(Path(sys.executable).parent / "memori")
-
-    def status() -> dict[str, Any]:
-        shown = subprocess.run(
-            [memori, "daemon", "status", "--json"], env=env, capture_output=True, text=True
-        )
-        assert shown.returncode == 0, shown.stderr
-        return dict(json.loads(shown.stdout))
-
+    env = _daemon_env(url, tmp_path)
     daemon = subprocess.Popen(
         [sys.executable, "-m", "memori_daemon"], env=env, stderr=subprocess.PIPE, text=True
     )
     try:
-        wait_for(lambda: status()["running"], 60, "the daemon")
+        wait_for(lambda: _status(env)["running"], 60, "the daemon")
         subprocess.run([POSTGRES, "pause", folder], check=True, capture_output=True)
         during = wait_for(
-            lambda: (shown := status()).get("store_unreachable_s") is not None and shown,
+            lambda: (shown := _status(env)).get("store_unreachable_s") is not None and shown,
             60,
             "the daemon to say it lost the server",
         )
         assert during["running"] and during["queue"] is None
         assert "cannot open the store" in during["store_error"]
-        plain = subprocess.run([memori, "daemon", "status"], env=env, capture_output=True,
+        plain = subprocess.run([MEMORI, "daemon", "status"], env=env, capture_output=True,
                                text=True).stdout  # fmt: skip
         assert "queue: unknown (the store cannot be reached)" in plain
         subprocess.run([POSTGRES, "resume", folder], check=True, capture_output=True)
-        wait_for(lambda: "store_unreachable_s" not in status(), 60, "the daemon to reconnect")
+        wait_for(lambda: "store_unreachable_s" not in _status(env), 60, "the daemon to reconnect")
         mem = Memori(conn=url)
         say(mem, "kim", "I live in Oslo.")
         wait_for(lambda: mem.memories("kim"), 60, "the daemon to augment after the outage")
