@@ -315,6 +315,26 @@ def test_the_cli_runs_on_postgresql(pg_url: str, monkeypatch: pytest.MonkeyPatch
     assert "hunter2" not in install.output
 
 
+def test_doctor_warns_of_a_server_left_at_postgresqls_default_memory(
+    pg: Memori, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = pg.store.backend
+    (buffers,) = pg.store.conn.execute(
+        "SELECT pg_size_bytes(current_setting('shared_buffers'))"
+    ).fetchone()
+    unsized = int(buffers) <= 128 * 1024 * 1024  # the test server's own setting
+
+    def line() -> dict[str, str]:
+        (found,) = [c for c in backend.checks(pg.store.conn) if c["check"] == "server memory"]
+        return found
+
+    assert line()["status"] == "ok"  # a small store fits any server's buffers
+    monkeypatch.setattr(type(backend), "size_bytes", lambda self, conn: 10 * 1024**3)
+    big = line()
+    assert big["status"] == ("warn" if unsized else "ok") and "10 GB" in big["detail"]
+    assert ("a quarter of the server's RAM" in big["detail"]) == unsized
+
+
 @pytest.mark.slow
 def test_the_daemon_serves_a_postgresql_store(
     pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
