@@ -21,9 +21,11 @@ pytest.importorskip("psycopg")
 @pytest.fixture
 def small_copies(monkeypatch: pytest.MonkeyPatch) -> None:
     """Entities of 20 vectors or more are copied (2,000 in use), at their first search (the
-    second in use), and none get an HNSW index."""
+    second in use) and by that search (in use: in the background), and none get an HNSW
+    index."""
     monkeypatch.setattr(pgvector, "CACHE_MIN_ROWS", 20)
     monkeypatch.setattr(pgvector, "CACHE_AFTER_SEARCHES", 1)
+    monkeypatch.setattr(pgvector, "CACHE_IN_BACKGROUND", False)
     monkeypatch.setattr(pgvector, "HNSW_MIN_ROWS", 10**9)
 
 
@@ -145,6 +147,44 @@ def test_an_entity_is_copied_at_its_second_search_within_the_idle_time(
     assert not _cached(mem, "other")
     vectors.knn(mem.store, "other", query, 5)
     assert _cached(mem, "other")
+
+
+def test_a_copy_is_fetched_in_the_background_while_the_server_answers(
+    mem: Memori, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    monkeypatch.setattr(pgvector, "CACHE_IN_BACKGROUND", True)
+    fetched_on: list[threading.Thread] = []
+    fetch = pgvector._fetch
+
+    def recorded(*args: Any) -> Any:
+        fetched_on.append(threading.current_thread())
+        return fetch(*args)
+
+    monkeypatch.setattr(pgvector, "_fetch", recorded)
+    _add(mem, "big", 0, 30)
+    query = _query()
+    found = vectors.knn(mem.store, "big", query, 5)  # the server's answer, at once
+    assert found == _server(mem, "big", query)
+    mem.store.vector_cache.wait(30)
+    assert [t.name for t in fetched_on] == ["memori-vector-copy"]
+    assert _cached(mem, "big") and vectors.knn(mem.store, "big", query, 5) == found
+    assert mem.store.vector_cache._fetching == {} and len(fetched_on) == 1
+
+
+def test_on_a_connection_handed_over_the_copy_is_fetched_by_the_search(
+    postgres_store_url: str, small_copies: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    monkeypatch.setattr(pgvector, "CACHE_IN_BACKGROUND", True)
+    with psycopg.connect(postgres_store_url, autocommit=True) as given:
+        mem = Memori(conn=given, embedder=HashingEmbedder())
+        _add(mem, "big", 0, 30)
+        vectors.knn(mem.store, "big", _query(), 5)
+        assert mem.store.vector_cache.store is None and _cached(mem, "big")
+        mem.close()
 
 
 def test_a_row_without_a_vector_is_counted_not_copied(mem: Memori) -> None:

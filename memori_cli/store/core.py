@@ -222,6 +222,8 @@ class Store:
         self._factory: connect.ConnectionFactory
         #: The URL of a store on a database server (PostgreSQL), None for a file.
         self.url: str | None = None
+        #: Whether every thread uses the one connection the caller handed over.
+        self.given_connection = False
         if is_postgres_url(conn):
             url, engine = str(conn), self._backend
             assert engine is not None
@@ -253,6 +255,7 @@ class Store:
 
             self._factory = handed
             self._by_path = False
+            self.given_connection = True
         elif callable(conn):
             self.path = None
             self._factory = conn

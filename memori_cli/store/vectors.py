@@ -254,7 +254,9 @@ def knn(store: Store, entity_id: str, vector: np.ndarray, k: int) -> list[tuple[
     if pgvector is not None:  # no vectors stored, none found: no need to ask for the model
         if store.vector_cache is None:
             budget = store.vector_cache_mb() if store.vector_cache_mb else pgvector.CACHE_MB
-            store.vector_cache = pgvector.VectorCache(budget)
+            # Copies are fetched on a connection of their own, so not on one handed over.
+            own = None if store.given_connection else store
+            store.vector_cache = pgvector.VectorCache(budget, own)
         found: list[tuple[int, float]] = pgvector.knn(
             conn, "message", entity_id, query, k, store.vector_cache
         )

@@ -214,6 +214,10 @@ CACHE_IDLE_SECONDS = 60.0
 #: server searches (10k MiniLM-sized vectors at 1M over 100 entities: a fetch 45-70 ms, a
 #: search through the entity's HNSW index 8 ms), so an entity searched once is not copied.
 CACHE_AFTER_SEARCHES = 2
+#: Whether a new copy is fetched in a thread of its own (on its own connection), the search
+#: that asked for it going to the server meanwhile: no search waits for a fetch. Only for a
+#: store that opens its own connections (a URL or a factory), never on one handed over.
+CACHE_IN_BACKGROUND = True
 
 
 @dataclasses.dataclass
@@ -240,13 +244,18 @@ class VectorCache:
     rows added since when nothing was deleted, and the whole entity again otherwise; the
     stamps and the rows come from one statement (one snapshot). Searches rank with
     :func:`~memori_cli.store.matrix.nearest`, as everywhere else, so the hits are the exact
-    ones SQLite would give."""
+    ones SQLite would give. A new copy is fetched in the background where the store opens
+    its own connections (:data:`CACHE_IN_BACKGROUND`)."""
 
-    def __init__(self, budget_mb: float):
+    def __init__(self, budget_mb: float, store: Any = None):
         self.budget = int(budget_mb * 1024 * 1024)
+        #: The store, where it opens a connection per thread: new copies are then fetched in
+        #: the background (:data:`CACHE_IN_BACKGROUND`).
+        self.store = store
         self._lock = threading.Lock()
         self._copies: OrderedDict[str, _Copy] = OrderedDict()  # least recently used first
         self._searched: dict[str, tuple[int, float]] = {}  # not copied: (searches, last)
+        self._fetching: dict[str, threading.Thread] = {}
 
     def clear(self) -> None:
         with self._lock:
@@ -271,8 +280,14 @@ class VectorCache:
             return None
         with self._lock:
             copy = self._copies.get(entity_id)
-            if copy is None and not (self._searched_enough(entity_id) and self._room(size)):
+            if copy is None and (
+                entity_id in self._fetching
+                or not (self._searched_enough(entity_id) and self._room(size))
+            ):
                 return None  # the server searches (a copy fetched now would not pay, or fit)
+            if copy is None and self.store is not None and CACHE_IN_BACKGROUND:
+                self._fetch_in_background(entity_id, dim)
+                return None
         if copy is None or copy.generation != generation:
             copy = self._refreshed(raw, entity_id, copy, cleared, dim)
             if copy is None:
@@ -298,6 +313,31 @@ class VectorCache:
             return True
         self._searched[entity_id] = (count, now)
         return False
+
+    def _fetch_in_background(self, entity_id: str, dim: int) -> None:
+        """Under the lock: fetch the entity's copy in a thread of its own, on that thread's
+        connection (closed after)."""
+
+        def fetch() -> None:
+            try:
+                self._refreshed(_raw(self.store.conn), entity_id, None, 0, dim)
+            except Exception as exc:  # the server searches on; the next search tries again
+                log.warning("could not copy an entity's vectors: %s", exc)
+            finally:
+                with self._lock:
+                    self._fetching.pop(entity_id, None)
+                self.store.close_thread()
+
+        thread = threading.Thread(target=fetch, name="memori-vector-copy", daemon=True)
+        self._fetching[entity_id] = thread
+        thread.start()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the copies being fetched in the background."""
+        with self._lock:
+            threads = list(self._fetching.values())
+        for thread in threads:
+            thread.join(timeout)
 
     def _drop(self, entity_id: str) -> None:
         with self._lock:
