@@ -266,9 +266,11 @@ class VectorCache:
         self, raw: Any, entity_id: str, state: tuple[Any, ...], query: np.ndarray, k: int
     ) -> list[tuple[int, float]] | None:
         """The entity's ``k`` nearest messages from its copy, or None where the server
-        should search (a small entity, one whose copy does not fit the budget, or counts
-        that do not add up). ``state``: the entity's (generation, cleared, rows) in
-        ``vector_counts``, or Nones where it has no row."""
+        should search (a small entity, one searched once, one whose copy does not fit the
+        budget or is being fetched, or counts that do not add up). ``state``: the entity's
+        (generation, cleared, rows) in ``vector_counts``, or Nones where it has no row. A
+        copy that is behind is brought up to date by this search (the rows added since; all
+        of them after a delete)."""
         if state[0] is None:
             self._drop(entity_id)
             return None  # no vectors ever stored (or none this role may see)
