@@ -427,6 +427,16 @@ def _status(env: dict[str, str]) -> dict[str, Any]:
     return dict(json.loads(shown.stdout))
 
 
+def _resume_then_augment(folder: str, url: str, env: dict[str, str]) -> None:
+    """Bring the paused server back; the daemon connects, and augments what is said then."""
+    subprocess.run([POSTGRES, "resume", folder], check=True, capture_output=True)
+    wait_for(lambda: "store_unreachable_s" not in _status(env), 60, "the daemon to connect")
+    mem = Memori(conn=url)
+    say(mem, "kim", "I live in Oslo.")
+    wait_for(lambda: mem.memories("kim"), 60, "the daemon to augment")
+    mem.close()
+
+
 @pytest.mark.slow
 def test_a_daemon_started_while_the_server_is_down_waits_for_it(
     own_server: tuple[str, str], tmp_path: Path
@@ -440,12 +450,7 @@ def test_a_daemon_started_while_the_server_is_down_waits_for_it(
         assert started.returncode == 0, started.stderr
         during = _status(env)
         assert during["running"] and during["store_unreachable_s"] is not None
-        subprocess.run([POSTGRES, "resume", folder], check=True, capture_output=True)
-        wait_for(lambda: "store_unreachable_s" not in _status(env), 60, "the daemon to connect")
-        mem = Memori(conn=url)
-        say(mem, "kim", "I live in Oslo.")
-        wait_for(lambda: mem.memories("kim"), 60, "the daemon to augment")
-        mem.close()
+        _resume_then_augment(folder, url, env)
     finally:
         stopped = subprocess.run(
             [MEMORI, "daemon", "stop"], env=env, capture_output=True, text=True
@@ -476,12 +481,7 @@ def test_the_daemon_waits_out_an_outage_and_says_so(
         plain = subprocess.run([MEMORI, "daemon", "status"], env=env, capture_output=True,
                                text=True).stdout  # fmt: skip
         assert "queue: unknown (the store cannot be reached)" in plain
-        subprocess.run([POSTGRES, "resume", folder], check=True, capture_output=True)
-        wait_for(lambda: "store_unreachable_s" not in _status(env), 60, "the daemon to reconnect")
-        mem = Memori(conn=url)
-        say(mem, "kim", "I live in Oslo.")
-        wait_for(lambda: mem.memories("kim"), 60, "the daemon to augment after the outage")
-        mem.close()
+        _resume_then_augment(folder, url, env)
         assert daemon.poll() is None
     finally:
         daemon.send_signal(signal.SIGTERM)
